@@ -1,0 +1,58 @@
+"""`create_model` and `list_models`: build a variant by name, optionally with weights.
+
+These names are this package's own: nothing is registered in timm's global registry, so
+`timm.create_model("nextvit_small")` keeps building timm's model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from .checkpoint import checkpoint_is_folded, load_checkpoint, read_checkpoint
+from .folding import fold_batchnorm
+from .model import VARIANTS, NextViT, build_nextvit
+from .pretrained import PRETRAINED, download_pretrained, get_pretrained_cfg
+
+__all__ = ["create_model", "list_models"]
+
+log = logging.getLogger(__name__)
+
+
+def list_models(pretrained: bool = False) -> list[str]:
+    """Variant names, or with `pretrained=True` the released weights as 'arch.tag'."""
+    return sorted(PRETRAINED) if pretrained else sorted(VARIANTS)
+
+
+def create_model(
+    name: str,
+    pretrained: bool = False,
+    checkpoint_path: str | os.PathLike | None = None,
+    num_classes: int = 1000,
+    **kwargs,
+) -> NextViT:
+    """Build a Next-ViT by name ('nextvit_small', or 'nextvit_small.bd_in1k_384' for a release).
+
+    Args:
+        pretrained: download the release's weights (timm's Hub mirror); 'arch' alone means its
+            ImageNet-1K 224 weights.
+        checkpoint_path: load this file instead (ByteDance, timm or nextvit layout). A folded
+            checkpoint gives a folded model. The classifier is dropped, and left freshly
+            initialised, when `num_classes` differs from the checkpoint's.
+        num_classes: classes of the head; 0 for a headless backbone.
+        **kwargs: architecture overrides (`drop_path_rate`, `kv_pool`, ...).
+    """
+    arch = name.split(".", 1)[0]
+    model = build_nextvit(arch, num_classes=num_classes, **kwargs)
+    model.variant = arch
+    if pretrained and checkpoint_path is None:
+        checkpoint_path = download_pretrained(get_pretrained_cfg(name))
+    elif "." in name and not pretrained:
+        get_pretrained_cfg(name)  # validate the tag even when no weights are loaded
+    if checkpoint_path is not None:
+        state, meta = read_checkpoint(checkpoint_path)
+        if checkpoint_is_folded(state, meta):
+            fold_batchnorm(model, inplace=True)
+        report = load_checkpoint(model, checkpoint_path, strict=True)
+        log.info(report.summary())
+    return model
