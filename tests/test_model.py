@@ -75,7 +75,7 @@ def test_init_is_truncated_normal_002():
     )
 
 
-@pytest.mark.parametrize("hw", [(224, 224), (240, 240), (384, 384), (32, 32), (97, 131), (200, 333)])
+@pytest.mark.parametrize("hw", [(224, 224), (240, 240), (384, 384), (32, 32), (97, 131), (200, 333), (800, 1333)])
 def test_output_shapes(tiny_calibrated, hw):
     x = torch.randn(2, 3, *hw)
     with torch.no_grad():
