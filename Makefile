@@ -8,7 +8,7 @@ venv:
 	bash scripts/setup_env.sh
 
 demo: venv
-	$(PY) scripts/demo.py
+	bash scripts/demo.sh
 
 test: venv
 	$(PY) -m pytest

@@ -41,6 +41,7 @@ __all__ = [
     "load_checkpoint",
     "save_checkpoint",
     "save_bytedance_checkpoint",
+    "atomic_torch_save",
 ]
 
 _SAFETENSORS_SUFFIXES = (".safetensors",)
@@ -319,6 +320,9 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -337,6 +341,13 @@ def _model_meta(model: nn.Module, extra: Mapping[str, object] | None) -> dict[st
     for key, value in (extra or {}).items():
         meta[key] = value if isinstance(value, str) else json.dumps(value)
     return meta
+
+
+def atomic_torch_save(obj: object, path: str | os.PathLike) -> Path:
+    """`torch.save` through a temporary file and a rename: a crash never leaves a partial file."""
+    path = Path(path)
+    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    return path
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, extra_meta: Mapping[str, object] | None = None) -> Path:

@@ -1,4 +1,4 @@
-"""`make demo`: build every Next-ViT variant, save and reload it, count it, fold it, and check.
+"""Part of `make demo`: build every Next-ViT variant, save and reload it, count it, fold it, and check.
 
 For each of S, B and L (random weights, since no pretrained file can be downloaded here) it:
 1. counts parameters and FLOPs at 224 and compares them with the paper;
@@ -48,7 +48,7 @@ def generated_batch(n: int, size: int, seed: int) -> torch.Tensor:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=list(PAPER), choices=nextvit.list_models())
-    parser.add_argument("--output-dir", type=Path, default=Path("output/demo"))
+    parser.add_argument("--output-dir", type=Path, default=Path("output/demo_backbone"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     args.output_dir.mkdir(parents=True, exist_ok=True)

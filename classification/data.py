@@ -1,0 +1,126 @@
+"""ImageNet-style data: an ImageFolder tree with train/ and val/, checked up front.
+
+Every problem with the data is reported with the path it concerns: a missing folder, a class
+folder without images, train and val class lists that differ, an unreadable image.
+"""
+
+from __future__ import annotations
+
+import argparse
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from PIL import Image
+from timm.data import create_transform
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torchvision import datasets, transforms
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+__all__ = ["DataError", "build_dataset", "build_transform", "check_image_folder"]
+
+
+class DataError(ValueError):
+    """The dataset on disk is not usable as given."""
+
+
+def _class_folders(split: Path) -> list[str]:
+    return sorted(p.name for p in split.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMG_EXTENSIONS
+
+
+def check_image_folder(root: str | Path) -> list[str]:
+    """Check `root/train/<class>/...` and `root/val/<class>/...`; return the class names."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"--data-path {root} does not exist or is not a folder")
+    classes = {}
+    for split in ("train", "val"):
+        folder = root / split
+        if not folder.is_dir():
+            raise DataError(f"{folder} is missing: --data-path must hold train/ and val/ ImageFolder trees")
+        names = _class_folders(folder)
+        if not names:
+            raise DataError(f"{folder} has no class folders")
+        for name in names:
+            if not any(_is_image(p) for p in (folder / name).rglob("*")):
+                raise DataError(f"class folder {folder / name} holds no images ({', '.join(IMG_EXTENSIONS)})")
+        classes[split] = names
+    if classes["train"] != classes["val"]:
+        only_train = sorted(set(classes["train"]) - set(classes["val"]))
+        only_val = sorted(set(classes["val"]) - set(classes["train"]))
+        raise DataError(
+            f"train and val class lists differ under {root}: "
+            f"only in train {only_train[:10]}, only in val {only_val[:10]}"
+        )
+    return classes["train"]
+
+
+def _checked_loader(path: str) -> Image.Image:
+    try:
+        with open(path, "rb") as f:
+            image = Image.open(f)
+            return image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(f"cannot read image {path}: {err} (pass --skip-corrupt to skip unreadable images)") from err
+
+
+def _readable(path: str) -> bool:
+    try:
+        with Image.open(path) as image:
+            image.load()
+        return True
+    except Exception:  # noqa: BLE001 - anything PIL cannot decode counts as corrupt
+        return False
+
+
+def drop_unreadable(dataset: datasets.ImageFolder, workers: int = 8) -> list[str]:
+    """Decode every image once and remove those that fail; return their paths."""
+    paths = [p for p, _ in dataset.samples]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        ok = list(pool.map(_readable, paths, chunksize=64))
+    bad = [p for p, good in zip(paths, ok) if not good]
+    if bad:
+        keep = [s for s, good in zip(dataset.samples, ok) if good]
+        dataset.samples = dataset.imgs = keep
+        dataset.targets = [t for _, t in keep]
+    return bad
+
+
+def build_transform(is_train: bool, args: argparse.Namespace):
+    """timm's training transform (RandAugment, random erasing, ...); resize + center crop for eval."""
+    if is_train:
+        return create_transform(
+            input_size=args.input_size,
+            is_training=True,
+            color_jitter=args.color_jitter,
+            auto_augment=None if args.aa in (None, "", "none") else args.aa,
+            interpolation=args.train_interpolation,
+            re_prob=args.reprob,
+            re_mode=args.remode,
+            re_count=args.recount,
+        )
+    resize = int(args.input_size / args.crop_pct)
+    return transforms.Compose(
+        [
+            transforms.Resize(resize, interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.CenterCrop(args.input_size),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
+        ]
+    )
+
+
+def build_dataset(is_train: bool, args: argparse.Namespace, log=print) -> tuple[datasets.ImageFolder, int]:
+    """The train or val ImageFolder of `--data-path`, with its number of classes."""
+    if args.data_set not in ("IMNET", "image_folder"):
+        raise DataError(f"--data-set {args.data_set!r} is not supported: use IMNET (an ImageFolder tree)")
+    split = Path(args.data_path) / ("train" if is_train else "val")
+    dataset = datasets.ImageFolder(str(split), transform=build_transform(is_train, args), loader=_checked_loader)
+    if getattr(args, "skip_corrupt", False):
+        bad = drop_unreadable(dataset, workers=max(1, args.num_workers))
+        if bad:
+            log(f"skipped {len(bad)} unreadable image(s) in {split}, e.g. {bad[0]}")
+    return dataset, len(dataset.classes)
