@@ -231,21 +231,32 @@ def test_finetune_at_another_input_size_and_class_count(shapes, tmp_path):
     out = tmp_path / "ft"
     fast = [*FAST]
     fast[fast.index("--input-size") + 1] = "64"
+    # the original README's fine-tuning flags: constant lr through a step schedule that never decays
+    ft_flags = [
+        "--lr",
+        "5e-6",
+        "--warmup-epochs",
+        "0",
+        "--weight-decay",
+        "1e-8",
+        "--sched",
+        "step",
+        "--decay-epochs",
+        "60",
+    ]
     result = run_train(
-        1,
-        *fast,
-        "--data-path",
-        three,
-        "--epochs",
-        "1",
-        "--output-dir",
-        out,
-        "--resume",
-        base / "checkpoint.pth",
-        "--finetune",
-    )
+        1, *fast, "--data-path", three, "--epochs", "2", "--output-dir", out,
+        "--resume", base / "checkpoint.pth", "--finetune", *ft_flags,
+    )  # fmt: skip
     assert "classifier dropped" in result.stdout and "from epoch 0" in result.stdout
     assert json.loads((out / "config.json").read_text())["input_size"] == 64
+    assert [r["lr"] for r in read_log(out)] == pytest.approx([5e-6 * 8 / 512] * 2)
+
+
+def test_throughput_flag_and_its_original_spelling():
+    for flag in ("--throughput", "--throughout"):
+        result = run_train(1, "--model", "nextvit_tiny", "--input-size", "48", "--batch-size", "4", flag)
+        assert "images/s" in result.stdout
 
 
 def test_tiny_model_learns_an_easy_task(tmp_path):
