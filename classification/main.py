@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
-from data import DataError, build_dataset, check_image_folder
 from engine import NonFiniteLossError, evaluate, train_one_epoch
+from imagefolder import DataError, build_dataset, check_image_folder
 from timm.data import Mixup
 from timm.data.distributed_sampler import RepeatAugSampler
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
@@ -383,25 +383,13 @@ def main(args) -> int:
         )
 
     args.scaled_lr = args.lr * args.batch_size * args.world_size / 512.0
-    optimizer = (
-        create_optimizer_v2(
-            model_without_ddp,
-            opt=args.opt,
-            lr=args.scaled_lr,
-            weight_decay=args.weight_decay,
-            eps=args.opt_eps,
-            betas=tuple(args.opt_betas) if args.opt_betas else (0.9, 0.999),
-            momentum=args.momentum,
-        )
-        if args.opt.lower() in ("adamw", "adam")
-        else create_optimizer_v2(
-            model_without_ddp,
-            opt=args.opt,
-            lr=args.scaled_lr,
-            weight_decay=args.weight_decay,
-            momentum=args.momentum,
-        )
+    adam_kwargs = (
+        dict(eps=args.opt_eps, betas=tuple(args.opt_betas or (0.9, 0.999))) if "adam" in args.opt.lower() else {}
     )
+    optimizer = create_optimizer_v2(  # biases and norm parameters get no weight decay
+        model_without_ddp, opt=args.opt, lr=args.scaled_lr, weight_decay=args.weight_decay, momentum=args.momentum,
+        **adam_kwargs,
+    )  # fmt: skip
     lr_scheduler, _ = create_scheduler_v2(
         optimizer,
         sched=args.sched,

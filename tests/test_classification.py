@@ -18,26 +18,8 @@ from nextvit.synthetic import make_classification_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SH = REPO / "classification" / "train.sh"
-FAST = [
-    "--model",
-    "nextvit_tiny",
-    "--input-size",
-    "48",
-    "--batch-size",
-    "8",
-    "--num-workers",
-    "0",
-    "--print-freq",
-    "1",
-    "--mixup",
-    "0",
-    "--cutmix",
-    "0",
-    "--reprob",
-    "0",
-    "--aa",
-    "none",
-]
+NO_AUG = "--mixup 0 --cutmix 0 --reprob 0 --aa none".split()
+FAST = "--model nextvit_tiny --input-size 48 --batch-size 8 --num-workers 0 --print-freq 1".split() + NO_AUG
 _port = [29700 + os.getpid() % 200]
 
 
@@ -269,36 +251,9 @@ def test_tiny_model_learns_an_easy_task(tmp_path):
         seed=1,
     )
     out = tmp_path / "learn"
+    recipe = "--model nextvit_tiny --input-size 48 --batch-size 16 --num-workers 0 --smoothing 0 --lr 2e-2"
     run_train(
-        1,
-        "--model",
-        "nextvit_tiny",
-        "--input-size",
-        "48",
-        "--batch-size",
-        "16",
-        "--num-workers",
-        "0",
-        "--mixup",
-        "0",
-        "--cutmix",
-        "0",
-        "--reprob",
-        "0",
-        "--aa",
-        "none",
-        "--smoothing",
-        "0",
-        "--lr",
-        "2e-2",
-        "--warmup-epochs",
-        "1",
-        "--epochs",
-        "8",
-        "--data-path",
-        data,
-        "--output-dir",
-        out,
+        1, *recipe.split(), *NO_AUG, "--warmup-epochs", "1", "--epochs", "8", "--data-path", data, "--output-dir", out
     )
     best = max(r["test_acc1"] for r in read_log(out))
     assert best >= 60.0, f"best val Acc@1 {best}% on a 4-class task (chance 25%)"
