@@ -24,7 +24,30 @@ from torch import nn
 from .checkpoint import CheckpointError, LoadReport, load_checkpoint, read_checkpoint
 from .model import NORM_EPS, VARIANTS, NextViT
 
-__all__ = ["NextViTBackbone"]
+__all__ = ["NextViTBackbone", "allow_mmengine_checkpoints"]
+
+
+def allow_mmengine_checkpoints() -> None:
+    """Let torch's weights-only loader read mmengine's own checkpoints.
+
+    Since torch 2.6 `torch.load` refuses unknown globals, and mmengine 0.10 stores its message hub
+    (HistoryBuffer objects with numpy arrays, and their statistics methods looked up with
+    `getattr`) in every checkpoint. This allows exactly those names. The loader still refuses to
+    call anything that is not allowed, so a crafted file cannot run code through them.
+    """
+    import _codecs
+    import collections
+
+    import numpy as np
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    core = np._core if hasattr(np, "_core") else np.core
+    dtypes = [type(np.dtype(t)) for t in ("float64", "float32", "float16", "int64", "int32", "uint8", "bool")]
+    torch.serialization.add_safe_globals(
+        [HistoryBuffer, np.ndarray, np.dtype, core.multiarray._reconstruct, core.multiarray.scalar,
+         _codecs.encode, collections.Counter, getattr, *dtypes]
+    )  # fmt: skip
+
 
 _ARCHS = {"small": "nextvit_small", "base": "nextvit_base", "large": "nextvit_large", "tiny": "nextvit_tiny"}
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter
 
-__all__ = ["SHAPE_CLASSES", "make_classification_dataset", "draw_shape"]
+__all__ = ["SHAPE_CLASSES", "COCO_CLASSES", "make_classification_dataset", "make_coco_dataset", "draw_shape"]
 
 
 def _polygon(cx: float, cy: float, radius: float, points: int, angle: float, inner: float | None = None):
@@ -153,6 +153,66 @@ def make_classification_dataset(
     return root
 
 
+COCO_CLASSES: tuple[str, ...] = ("circle", "square", "triangle")
+
+
+def _instance_polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
+    points = {"circle": 24, "square": 4, "triangle": 3}[kind]
+    return _polygon(cx, cy, r, points, angle if kind != "circle" else 0.0)
+
+
+def make_coco_dataset(
+    root: str | Path,
+    train_images: int = 16,
+    val_images: int = 8,
+    size: tuple[int, int] = (160, 128),
+    max_objects: int = 3,
+    seed: int = 0,
+) -> Path:
+    """Write a COCO-format instance dataset of filled shapes (polygon masks) under `root`.
+
+    Layout as mmdetection expects for COCO: `annotations/instances_{train,val}2017.json` and
+    images in `train2017/` and `val2017/`; categories are `COCO_CLASSES`.
+    """
+    import json
+
+    root = Path(root)
+    width, height = size
+    categories = [{"id": i + 1, "name": name} for i, name in enumerate(COCO_CLASSES)]
+    for split, count, offset in (("train2017", train_images, 0), ("val2017", val_images, 1)):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        rng = random.Random(f"coco-{seed}-{offset}")
+        images, annotations = [], []
+        for image_id in range(1, count + 1):
+            background = tuple(rng.randint(0, 255) for _ in range(3))
+            noise = Image.frombytes("L", (width, height), rng.randbytes(width * height)).convert("RGB")
+            image = Image.blend(Image.new("RGB", (width, height), background), noise, 0.2)
+            draw = ImageDraw.Draw(image)
+            for _ in range(rng.randint(1, max_objects)):
+                label = rng.randrange(len(COCO_CLASSES))
+                r = rng.uniform(0.12, 0.25) * min(width, height)
+                cx, cy = rng.uniform(r, width - r), rng.uniform(r, height - r)
+                polygon = _instance_polygon(COCO_CLASSES[label], cx, cy, r, rng.uniform(0, 2 * math.pi))
+                color = tuple((c + rng.randint(80, 176)) % 256 for c in background)
+                draw.polygon(polygon, fill=color)
+                xs, ys = [p[0] for p in polygon], [p[1] for p in polygon]
+                x0, y0 = max(0.0, min(xs)), max(0.0, min(ys))
+                x1, y1 = min(float(width), max(xs)), min(float(height), max(ys))
+                area = 0.5 * abs(sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(xs))))
+                annotations.append({
+                    "id": len(annotations) + 1, "image_id": image_id, "category_id": label + 1,
+                    "segmentation": [[round(v, 2) for p in polygon for v in p]], "area": round(area, 2),
+                    "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)], "iscrowd": 0,
+                })  # fmt: skip
+            name = f"{image_id:012d}.jpg"
+            image.save(root / split / name, quality=95)
+            images.append({"id": image_id, "file_name": name, "width": width, "height": height})
+        (root / "annotations").mkdir(parents=True, exist_ok=True)
+        coco = {"images": images, "annotations": annotations, "categories": categories}
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
+    return root
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nextvit.synthetic", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="kind", required=True)
@@ -163,7 +223,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     cls.add_argument("--val-per-class", type=int, default=20)
     cls.add_argument("--size", type=int, default=64)
     cls.add_argument("--seed", type=int, default=0)
+    coco = sub.add_parser("coco", help="a COCO-format instance dataset of shapes (data/coco layout)")
+    coco.add_argument("--output", type=Path, required=True)
+    coco.add_argument("--train-images", type=int, default=16)
+    coco.add_argument("--val-images", type=int, default=8)
+    coco.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.kind == "coco":
+        root = make_coco_dataset(args.output, args.train_images, args.val_images, seed=args.seed)
+        print(f"wrote a COCO-format dataset ({args.train_images} train, {args.val_images} val images) to {root}")
+        return 0
     root = make_classification_dataset(
         args.output, args.num_classes, args.train_per_class, args.val_per_class, args.size, args.seed
     )
