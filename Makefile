@@ -2,7 +2,7 @@
 # Both create .venv and install the tested set first (scripts/setup_env.sh, idempotent).
 PY := .venv/bin/python
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench detection clean
 
 venv:
 	bash scripts/setup_env.sh
@@ -16,6 +16,10 @@ test: venv
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+# Detection (and segmentation) users: the same install, mm stack included (mmcv built from source).
+detection: venv
+	@echo "mmengine, mmcv (with ops), mmdet and mmsegmentation are installed in .venv"
 
 bench: venv
 	$(PY) deployment/benchmark.py --output logs/benchmark_backbone_cpu.json

@@ -138,3 +138,18 @@ def test_train_two_gloo_processes(tiny_config, tmp_path):
     trained = run("dist_train.sh", tiny_config, 2, "--work-dir", work, "--cfg-options", "train_cfg.val_interval=2")
     assert "Epoch(train) [1][1/1]" in trained.stdout
     assert (work / "epoch_1.pth").is_file()
+
+
+def test_get_flops_explains_the_original_figures():
+    sys.path.insert(0, str(DET))
+    try:
+        from get_flops import count
+    finally:
+        sys.path.pop(0)
+    r = count(str(DET / "configs" / "mask_rcnn_nextvit_small_1x.py"), (800, 1280))
+    assert round(r["params"] / 1e6, 2) == 51.12 and round(r["trainable_params"] / 1e6, 2) == 50.76
+    # the original README's 51.8 M: trainable parameters plus the unused classifier head and final norm
+    assert abs((r["trainable_params"] + 1_027_048) / 1e6 - 51.8) < 0.05
+    assert round(r["backbone_flops"] / 1e9, 1) == 131.7
+    # its 290 G: the same count without the attention matrix products (13.8 G for S at 800x1280)
+    assert abs((r["flops"] - 13.8e9) / 1e9 - 290) < 1.0
