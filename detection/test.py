@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.runner import Runner
-from train import adapt_to_machine
-
-from nextvit.mm import allow_mmengine_checkpoints
+from train import adapt_to_machine, load_config
 
 COCO_METRICS = ("bbox", "segm", "proposal")
 
@@ -35,14 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    allow_mmengine_checkpoints()
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    cfg.launcher = args.launcher
-    cfg.work_dir = (
-        args.work_dir or cfg.get("work_dir") or osp.join("./work_dirs", osp.splitext(osp.basename(args.config))[0])
-    )
+    cfg = load_config(args)
     cfg.load_from = args.checkpoint
     cfg.model.backbone.init_cfg = None  # the checkpoint holds the backbone: no pretrained file needed
     if args.eval:

@@ -47,16 +47,21 @@ def adapt_to_machine(cfg: Config) -> None:
         print("no CUDA device: training in float32 (the config's fp16 AmpOptimWrapper needs CUDA)")
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
+def load_config(args: argparse.Namespace) -> Config:
+    """The config with --cfg-options merged, the launcher and the work dir set."""
     allow_mmengine_checkpoints()
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher
-    cfg.work_dir = (
-        args.work_dir or cfg.get("work_dir") or osp.join("./work_dirs", osp.splitext(osp.basename(args.config))[0])
-    )
+    default_dir = osp.join("./work_dirs", osp.splitext(osp.basename(args.config))[0])
+    cfg.work_dir = args.work_dir or cfg.get("work_dir") or default_dir
+    return cfg
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    cfg = load_config(args)
     if args.amp and torch.cuda.is_available():
         cfg.optim_wrapper.type = "AmpOptimWrapper"
         cfg.optim_wrapper.setdefault("loss_scale", "dynamic")
