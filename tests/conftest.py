@@ -21,3 +21,21 @@ def small_calibrated():
 
     torch.manual_seed(0)
     return randomize_and_calibrate(nextvit.create_model("nextvit_small"))
+
+
+@pytest.fixture(scope="session")
+def import_script():
+    """Import an entry-point script of a task folder (scripts import their siblings by name)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    def load(folder: str, name: str):
+        path = str(Path(__file__).resolve().parents[1] / folder)
+        sys.path.insert(0, path)
+        try:
+            return importlib.import_module(name)
+        finally:
+            sys.path.remove(path)
+
+    return load

@@ -52,16 +52,17 @@ def read_log(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "log.txt").read_text().splitlines()]
 
 
-def parse_args(*argv):
-    sys.path.insert(0, str(REPO / "classification"))
-    try:
-        import main
-    finally:
-        sys.path.pop(0)
-    return main.get_args_parser().parse_args(list(argv))
+@pytest.fixture(scope="module")
+def main_module(import_script):
+    return import_script("classification", "main")
 
 
-def test_recipe_defaults():
+@pytest.fixture(scope="module")
+def parse_args(main_module):
+    return lambda *argv: main_module.get_args_parser().parse_args(list(argv))
+
+
+def test_recipe_defaults(parse_args):
     a = parse_args()
     assert (a.model, a.batch_size, a.epochs, a.input_size) == ("nextvit_small", 64, 300, 224)
     assert (a.lr, a.warmup_lr, a.min_lr, a.warmup_epochs, a.weight_decay) == (5e-4, 1e-6, 1e-5, 5, 0.05)
@@ -80,12 +81,8 @@ def test_recipe_defaults():
     assert b.throughput and b.finetune is True and b.resume == "x.pth" and b.decay_epochs == 60
 
 
-def test_drop_path_flag_is_honoured():
-    sys.path.insert(0, str(REPO / "classification"))
-    try:
-        import main
-    finally:
-        sys.path.pop(0)
+def test_drop_path_flag_is_honoured(main_module, parse_args):
+    main = main_module
     default = main.build_model(parse_args("--model", "nextvit_base"), 10)
     assert default.stages[3].blocks[-1].mlp_drop_path.drop_prob == pytest.approx(0.2)
     small = main.build_model(parse_args("--model", "nextvit_small"), 10)
