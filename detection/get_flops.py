@@ -18,7 +18,8 @@ from mmengine.analysis import FlopAnalyzer, parameter_count
 from mmengine.config import Config, DictAction
 
 
-def count(config: str, shape: tuple[int, int], cfg_options: dict | None = None) -> dict:
+def count(config: str, shape: tuple[int, int], cfg_options: dict | None = None, attention: bool = True) -> dict:
+    """Parameters and FLOPs; `attention=False` leaves out the attention matrix products (as mmcv did)."""
     from mmdet.registry import MODELS
     from mmdet.structures import DetDataSample
     from mmdet.utils import register_all_modules
@@ -37,7 +38,7 @@ def count(config: str, shape: tuple[int, int], cfg_options: dict | None = None) 
     model.forward = partial(model._forward, batch_data_samples=[sample])
     with torch.no_grad():
         analyzer = FlopAnalyzer(model, torch.zeros(1, 3, h, w))
-        analyzer.set_op_handle("aten::scaled_dot_product_attention", _sdpa_flop)
+        analyzer.set_op_handle("aten::scaled_dot_product_attention", _sdpa_flop if attention else None)
         analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         flops = analyzer.total()
         backbone = analyzer.by_module()["backbone"]

@@ -8,6 +8,8 @@ from mmengine.config import DictAction
 from mmengine.runner import Runner
 from train import adapt_to_machine, load_config
 
+from nextvit.mm import convert_detector_checkpoint
+
 COCO_METRICS = ("bbox", "segm", "proposal")
 
 
@@ -33,7 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     cfg = load_config(args)
-    cfg.load_from = args.checkpoint
+    cfg.load_from = convert_detector_checkpoint(args.checkpoint, cfg.model.backbone.arch, cfg.work_dir)
     cfg.model.backbone.init_cfg = None  # the checkpoint holds the backbone: no pretrained file needed
     if args.eval:
         cfg.test_evaluator.metric = list(args.eval)

@@ -24,7 +24,7 @@ from torch import nn
 from .checkpoint import CheckpointError, LoadReport, load_checkpoint, read_checkpoint
 from .model import NORM_EPS, VARIANTS, NextViT
 
-__all__ = ["NextViTBackbone", "allow_mmengine_checkpoints"]
+__all__ = ["NextViTBackbone", "allow_mmengine_checkpoints", "convert_detector_checkpoint"]
 
 
 def allow_mmengine_checkpoints() -> None:
@@ -47,6 +47,32 @@ def allow_mmengine_checkpoints() -> None:
         [HistoryBuffer, np.ndarray, np.dtype, core.multiarray._reconstruct, core.multiarray.scalar,
          _codecs.encode, collections.Counter, getattr, *dtypes]
     )  # fmt: skip
+
+
+def convert_detector_checkpoint(path: str, arch: str | dict, work_dir: str) -> str:
+    """Make a detector/segmentor checkpoint of the original release loadable; return the path to load.
+
+    The original mm checkpoints keep the backbone in ByteDance's layout (`backbone.features.N.*`);
+    this package's detectors expect `backbone.model.stages.S.blocks.B.*`. mmengine loads
+    non-strictly, so without renaming the backbone would silently stay random. Files already in
+    this package's layout are returned unchanged; converted weights go to `work_dir`.
+    """
+    import os
+
+    from .checkpoint import _BD_BLOCK, atomic_torch_save, bytedance_to_timm
+
+    state, _ = read_checkpoint(path)
+    backbone = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+    if not any(_BD_BLOCK.match(k) for k in backbone):
+        return path
+    name = _ARCHS.get(arch, arch) if isinstance(arch, str) else None
+    depths = tuple(VARIANTS[name]["depths"]) if name in VARIANTS else tuple(arch["depths"])
+    renamed = {f"backbone.model.{k}": v for k, v in bytedance_to_timm(backbone, depths).items()}
+    state = {k: v for k, v in state.items() if not k.startswith("backbone.")} | renamed
+    out = os.path.join(work_dir, "converted_" + os.path.basename(path))
+    atomic_torch_save({"state_dict": state}, out)
+    print_log(f"{path}: backbone renamed from the original layout by name; loading {out}", logger="current")
+    return out
 
 
 _ARCHS = {"small": "nextvit_small", "base": "nextvit_base", "large": "nextvit_large", "tiny": "nextvit_tiny"}

@@ -326,3 +326,40 @@ def test_bad_flags_are_reported(shapes, tmp_path):
     assert result.returncode != 0 and "--batch-size 1000" in result.stderr
     bad = subprocess.run(["bash", str(TRAIN_SH), "two"], capture_output=True, text=True)
     assert bad.returncode == 2 and "usage: bash train.sh NGPUS" in bad.stderr
+
+
+def test_bf16_on_cpu_with_model_ema(shapes, tmp_path):
+    out = tmp_path / "ema"
+    run_train(1, *FAST, "--data-path", shapes, "--epochs", "1", "--amp", "bf16", "--model-ema", "--output-dir", out)
+    row = read_log(out)[0]
+    assert isinstance(row["test_acc1_ema"], float)
+    state = torch.load(out / "checkpoint.pth", weights_only=True)
+    assert state["model_ema"] is not None and state["args"]["amp"] == "bf16"
+    refused = run_train(1, *FAST, "--data-path", shapes, "--amp", "fp16", "--output-dir", tmp_path / "x", check=False)
+    assert refused.returncode != 0 and "--amp fp16 needs CUDA" in refused.stderr
+
+
+def test_other_model_names_fall_back_to_timm(shapes, tmp_path):
+    out = tmp_path / "resnet"
+    result = run_train(1, *FAST, "--model", "resnet18", "--data-path", shapes, "--epochs", "1", "--output-dir", out)
+    assert "model resnet18: 11,178,564 parameters" in result.stdout  # timm's resnet18 with a 4-class head
+    assert len(read_log(out)) == 1
+
+
+def test_progress_bar_on_a_terminal_and_lines_otherwise(import_script):
+    import io
+
+    engine = import_script("classification", "engine")
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty, pipe = Terminal(), io.StringIO()
+    for stream in (tty, pipe):
+        progress = engine.Progress(20, "Epoch: [0]", every=10, stream=stream)
+        for step in range(20):
+            progress.update(step, loss=1.0)
+    assert tty.getvalue().count("\r") == 20 and "[########################] 20/20 eta" in tty.getvalue()
+    lines = pipe.getvalue().splitlines()
+    assert lines == [f"Epoch: [0] [{n}/20] eta 0:00:00  loss: 1" for n in (10, 20)]
