@@ -2,7 +2,7 @@
 # Both create .venv and install the tested set first (scripts/setup_env.sh, idempotent).
 PY := .venv/bin/python
 
-.PHONY: venv demo test lint bench detection clean
+.PHONY: venv demo test lint bench detection segmentation clean
 
 venv:
 	bash scripts/setup_env.sh
@@ -17,8 +17,8 @@ lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-# Detection (and segmentation) users: the same install, mm stack included (mmcv built from source).
-detection: venv
+# Detection and segmentation users: the same install, mm stack included (mmcv built from source).
+detection segmentation: venv
 	@echo "mmengine, mmcv (with ops), mmdet and mmsegmentation are installed in .venv"
 
 bench: venv

@@ -24,7 +24,7 @@ from torch import nn
 from .checkpoint import CheckpointError, LoadReport, load_checkpoint, read_checkpoint
 from .model import NORM_EPS, VARIANTS, NextViT
 
-__all__ = ["NextViTBackbone", "allow_mmengine_checkpoints", "convert_detector_checkpoint"]
+__all__ = ["NextViTBackbone", "allow_mmengine_checkpoints", "convert_mm_checkpoint"]
 
 
 def allow_mmengine_checkpoints() -> None:
@@ -49,11 +49,12 @@ def allow_mmengine_checkpoints() -> None:
     )  # fmt: skip
 
 
-def convert_detector_checkpoint(path: str, arch: str | dict, work_dir: str) -> str:
-    """Make a detector/segmentor checkpoint of the original release loadable; return the path to load.
+def convert_mm_checkpoint(path: str, arch: str | dict, work_dir: str) -> str:
+    """Make a detector or segmentor checkpoint of the original release loadable; return the path to load.
 
-    The original mm checkpoints keep the backbone in ByteDance's layout (`backbone.features.N.*`);
-    this package's detectors expect `backbone.model.stages.S.blocks.B.*`. mmengine loads
+    The original mm checkpoints (Mask R-CNN, Semantic FPN, UperNet) keep the backbone in ByteDance's
+    layout (`backbone.features.N.*`, segmentors also `backbone.extra_norm_list.i.*`); this
+    package's models expect `backbone.model.stages.S.blocks.B.*` and `backbone.extra_norms.i.*`. mmengine loads
     non-strictly, so without renaming the backbone would silently stay random. Files already in
     this package's layout are returned unchanged; converted weights go to `work_dir`.
     """
@@ -67,12 +68,29 @@ def convert_detector_checkpoint(path: str, arch: str | dict, work_dir: str) -> s
         return path
     name = _ARCHS.get(arch, arch) if isinstance(arch, str) else None
     depths = tuple(VARIANTS[name]["depths"]) if name in VARIANTS else tuple(arch["depths"])
-    renamed = {f"backbone.model.{k}": v for k, v in bytedance_to_timm(backbone, depths).items()}
+    # segmentors: the per-stage output norms were `extra_norm_list.i`; the last one was never used
+    # (the last stage went through the classifier's `norm`, which keeps its name)
+    renamed, unused = {}, []
+    last = len(depths) - 1
+    for key in [k for k in backbone if k.startswith("extra_norm_list.")]:
+        index, rest = key[len("extra_norm_list.") :].split(".", 1)
+        value = backbone.pop(key)
+        if int(index) == last:
+            unused.append(key)
+        else:
+            renamed[f"backbone.extra_norms.{index}.{rest}"] = value
+    renamed |= {f"backbone.model.{k}": v for k, v in bytedance_to_timm(backbone, depths).items()}
     state = {k: v for k, v in state.items() if not k.startswith("backbone.")} | renamed
     out = os.path.join(work_dir, "converted_" + os.path.basename(path))
     atomic_torch_save({"state_dict": state}, out)
-    print_log(f"{path}: backbone renamed from the original layout by name; loading {out}", logger="current")
+    dropped = f" (dropped, never used by the original: {', '.join(unused)})" if unused else ""
+    print_log(f"{path}: backbone renamed from the original layout by name{dropped}; loading {out}", logger="current")
     return out
+
+
+def _distributed_on_gpus() -> bool:
+    dist = torch.distributed
+    return torch.cuda.is_available() and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 _ARCHS = {"small": "nextvit_small", "base": "nextvit_base", "large": "nextvit_large", "tiny": "nextvit_tiny"}
@@ -95,8 +113,8 @@ class NextViTBackbone(BaseModule):
         drop_path_rate: stochastic depth; None keeps the variant's (S 0.1, B/L 0.2).
         kv_pool: E-MHSA key/value pooling, "1d" (released weights) or "2d".
         with_cp: gradient checkpointing per block, to save memory.
-        norm_cfg: dict(type="SyncBN") converts the BatchNorms to SyncBatchNorm when CUDA is
-            available (multi-GPU runs); anything else keeps BatchNorm.
+        norm_cfg: dict(type="SyncBN") converts the BatchNorms to SyncBatchNorm in runs distributed
+            over several GPUs; otherwise, and for any other value, the model keeps BatchNorm.
         init_cfg: dict(type="Pretrained", checkpoint=PATH, prefix=None) loads a checkpoint by name
             and shape and logs what did not match.
     """
@@ -148,7 +166,7 @@ class NextViTBackbone(BaseModule):
             self.model.norm = nn.Identity()  # unused: keep it out of the parameters
         if with_cp:
             self.model.set_grad_checkpointing(True)
-        if norm_cfg is not None and norm_cfg.get("type") == "SyncBN" and torch.cuda.is_available():
+        if norm_cfg is not None and norm_cfg.get("type") == "SyncBN" and _distributed_on_gpus():
             nn.SyncBatchNorm.convert_sync_batchnorm(self)
         self._freeze()
 

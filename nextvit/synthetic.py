@@ -8,6 +8,8 @@ the same on-disk layouts with drawn shapes and textures.
 `classification` writes an ImageFolder tree (`train/<class>/*.png`, `val/<class>/*.png`) with
 one class per kind of shape or texture, drawn at a random size, position, rotation and colour
 over a noisy background: easy for a small model to learn, impossible to solve from colour alone.
+`coco` writes a COCO-format instance set of filled shapes (mmdetection's `data/coco` layout);
+`ade` writes an ADE20K-format semantic set (mmsegmentation's `data/ade/ADEChallengeData2016`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,15 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter
 
-__all__ = ["SHAPE_CLASSES", "COCO_CLASSES", "make_classification_dataset", "make_coco_dataset", "draw_shape"]
+__all__ = [
+    "SHAPE_CLASSES",
+    "COCO_CLASSES",
+    "ADE_SHAPE_LABELS",
+    "make_classification_dataset",
+    "make_coco_dataset",
+    "make_ade_dataset",
+    "draw_shape",
+]
 
 
 def _polygon(cx: float, cy: float, radius: float, points: int, angle: float, inner: float | None = None):
@@ -213,6 +223,53 @@ def make_coco_dataset(
     return root
 
 
+# ADE20K label values (1-based; 0 is "other", ignored with reduce_zero_label) used by make_ade_dataset:
+# the background is "wall" and the shapes are "floor", "tree" and "ceiling": after mmseg drops the
+# zero label (values shift down by one) they are classes 0, 3, 4 and 5 of ADE20K's 150.
+ADE_SHAPE_LABELS: dict[str, int] = {"background": 1, "circle": 4, "square": 5, "triangle": 6}
+
+
+def make_ade_dataset(
+    root: str | Path,
+    train_images: int = 16,
+    val_images: int = 8,
+    size: tuple[int, int] = (160, 128),
+    max_objects: int = 3,
+    seed: int = 0,
+) -> Path:
+    """Write an ADE20K-format semantic segmentation set of filled shapes under `root`.
+
+    Layout as mmsegmentation expects for ADE20K (`root` plays `data/ade/ADEChallengeData2016`):
+    `images/{training,validation}/ADE_*.jpg` and `annotations/{training,validation}/ADE_*.png`,
+    the label maps single-channel PNGs holding ADE20K values (`ADE_SHAPE_LABELS`), with a border
+    strip of 0 ("other") so that the ignored label is exercised too.
+    """
+    root = Path(root)
+    width, height = size
+    for split, count, prefix in (("training", train_images, "ADE_train"), ("validation", val_images, "ADE_val")):
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "annotations" / split).mkdir(parents=True, exist_ok=True)
+        rng = random.Random(f"ade-{seed}-{split}")
+        for index in range(1, count + 1):
+            background = tuple(rng.randint(0, 255) for _ in range(3))
+            noise = Image.frombytes("L", (width, height), rng.randbytes(width * height)).convert("RGB")
+            image = Image.blend(Image.new("RGB", (width, height), background), noise, 0.2)
+            label = Image.new("L", (width, height), ADE_SHAPE_LABELS["background"])
+            draw_image, draw_label = ImageDraw.Draw(image), ImageDraw.Draw(label)
+            for _ in range(rng.randint(1, max_objects)):
+                kind = rng.choice(COCO_CLASSES)
+                r = rng.uniform(0.12, 0.25) * min(width, height)
+                cx, cy = rng.uniform(r, width - r), rng.uniform(r, height - r)
+                polygon = _instance_polygon(kind, cx, cy, r, rng.uniform(0, 2 * math.pi))
+                draw_image.polygon(polygon, fill=tuple((c + rng.randint(80, 176)) % 256 for c in background))
+                draw_label.polygon(polygon, fill=ADE_SHAPE_LABELS[kind])
+            draw_label.rectangle((0, 0, width - 1, max(1, height // 32)), fill=0)
+            name = f"{prefix}_{index:08d}"
+            image.save(root / "images" / split / f"{name}.jpg", quality=95)
+            label.save(root / "annotations" / split / f"{name}.png")
+    return root
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nextvit.synthetic", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="kind", required=True)
@@ -228,7 +285,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     coco.add_argument("--train-images", type=int, default=16)
     coco.add_argument("--val-images", type=int, default=8)
     coco.add_argument("--seed", type=int, default=0)
+    ade = sub.add_parser("ade", help="an ADE20K-format semantic dataset of shapes (data/ade/ADEChallengeData2016)")
+    ade.add_argument("--output", type=Path, required=True)
+    ade.add_argument("--train-images", type=int, default=16)
+    ade.add_argument("--val-images", type=int, default=8)
+    ade.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.kind == "ade":
+        root = make_ade_dataset(args.output, args.train_images, args.val_images, seed=args.seed)
+        print(f"wrote an ADE20K-format dataset ({args.train_images} train, {args.val_images} val images) to {root}")
+        return 0
     if args.kind == "coco":
         root = make_coco_dataset(args.output, args.train_images, args.val_images, seed=args.seed)
         print(f"wrote a COCO-format dataset ({args.train_images} train, {args.val_images} val images) to {root}")

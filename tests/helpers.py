@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -32,3 +37,17 @@ def randomize_and_calibrate(model: nn.Module, size: int = 96, seed: int = 0, ste
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+_next_port = [29300 + os.getpid() % 300]
+
+
+def run_launcher(folder: Path, script: str, *args, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a task folder's dist_*.sh with this interpreter on a fresh port; fail with its output."""
+    _next_port[0] += 1
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(_next_port[0]), OMP_NUM_THREADS="1")
+    result = subprocess.run(["bash", str(folder / script), *map(str, args)], capture_output=True, text=True,
+                            env=env, cwd=folder, timeout=timeout)  # fmt: skip
+    if result.returncode != 0:
+        raise AssertionError(f"{script} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_launcher
 from mmengine.config import Config
 
 from nextvit.synthetic import make_coco_dataset
@@ -16,7 +15,6 @@ from nextvit.synthetic import make_coco_dataset
 REPO = Path(__file__).resolve().parents[1]
 DET = REPO / "detection"
 CONFIGS = sorted((DET / "configs").glob("mask_rcnn_nextvit_*.py"))
-_port = [29300 + os.getpid() % 200]
 
 TINY = """
 _base_ = ["{base}"]
@@ -59,13 +57,7 @@ default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1))
 
 
 def run(script: str, *args, timeout: int = 600) -> subprocess.CompletedProcess:
-    _port[0] += 1
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(_port[0]), OMP_NUM_THREADS="1")
-    result = subprocess.run(["bash", str(DET / script), *map(str, args)], capture_output=True, text=True, env=env,
-                            cwd=DET, timeout=timeout)  # fmt: skip
-    if result.returncode != 0:
-        raise AssertionError(f"{script} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
+    return run_launcher(DET, script, *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +153,7 @@ def test_original_release_detector_checkpoints_are_renamed_by_name(tiny_config, 
     from mmengine.runner import load_checkpoint
 
     from nextvit.checkpoint import timm_to_bytedance
-    from nextvit.mm import convert_detector_checkpoint
+    from nextvit.mm import convert_mm_checkpoint
 
     register_all_modules()
     cfg = Config.fromfile(tiny_config)
@@ -176,7 +168,7 @@ def test_original_release_detector_checkpoints_are_renamed_by_name(tiny_config, 
     path = tmp_path / "mask_rcnn_1x_nextvit_tiny.pth"
     torch.save({"state_dict": original, "meta": {"mmdet_version": "2.23.0"}}, path)
 
-    converted = convert_detector_checkpoint(str(path), "tiny", str(tmp_path))
+    converted = convert_mm_checkpoint(str(path), "tiny", str(tmp_path))
     assert converted != str(path)
     fresh = MODELS.build(cfg.model)
     load_checkpoint(fresh, converted, map_location="cpu", strict=True)
@@ -185,7 +177,7 @@ def test_original_release_detector_checkpoints_are_renamed_by_name(tiny_config, 
     # our own checkpoints pass through untouched
     ours = tmp_path / "ours.pth"
     torch.save({"state_dict": state}, ours)
-    assert convert_detector_checkpoint(str(ours), "tiny", str(tmp_path)) == str(ours)
+    assert convert_mm_checkpoint(str(ours), "tiny", str(tmp_path)) == str(ours)
     # and dist_test.sh converts and evaluates the original-layout file (random weights: no boxes)
     tested = run("dist_test.sh", tiny_config, path, 1, "--eval", "bbox", "--work-dir", tmp_path / "w")
     assert "renamed from the original layout" in tested.stdout and "Epoch(test) [2/2]" in tested.stdout

@@ -1,0 +1,4 @@
+_base_ = ["./_base_/fpn_nextvit_80k.py"]
+
+pretrained = "../checkpoints/nextvit_base_in1k_224.pth"
+model = dict(backbone=dict(arch="base", init_cfg=dict(type="Pretrained", checkpoint=pretrained)))
