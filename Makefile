@@ -2,7 +2,7 @@
 # Both create .venv and install the tested set first (scripts/setup_env.sh, idempotent).
 PY := .venv/bin/python
 
-.PHONY: venv demo test lint bench detection segmentation clean
+.PHONY: venv demo test lint bench bench-zoo detection segmentation clean
 
 venv:
 	bash scripts/setup_env.sh
@@ -23,6 +23,14 @@ detection segmentation: venv
 
 bench: venv
 	$(PY) deployment/benchmark.py --output logs/benchmark_backbone_cpu.json
+
+# Next-ViT-S/B/L against timm's port and classic peers at 224 and 384, batch 1 and 8 (about 15 minutes
+# on 2 cores), with the latency-accuracy chart.
+bench-zoo: venv
+	$(PY) deployment/benchmark.py --models nextvit_small nextvit_base nextvit_large timm:nextvit_small \
+		timm:resnet50 timm:convnext_tiny timm:efficientformer_l1 --input-sizes 224 384 --batch-sizes 1 8 \
+		--modes folded onnxruntime --runs 20 --output logs/benchmark_zoo_cpu.json --csv logs/benchmark_zoo_cpu.csv \
+		--chart images/latency_accuracy_cpu.png
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache *.egg-info

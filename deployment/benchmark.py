@@ -1,21 +1,29 @@
-"""CPU inference latency of Next-ViT against timm's port of the same model, in one process.
+"""Inference latency of Next-ViT against timm's port and classic peers, in one process.
 
-    python deployment/benchmark.py                       # nextvit_small, 224, batch 1 and 8
+    python deployment/benchmark.py                       # nextvit_small vs timm's, 224, batch 1 and 8
     python deployment/benchmark.py --batch-sizes 1 --modes eager folded --runs 10
+    python deployment/benchmark.py --models nextvit_small nextvit_base nextvit_large timm:resnet50 \\
+        timm:convnext_tiny timm:efficientformer_l1 --input-sizes 224 384 --modes folded onnxruntime \\
+        --output logs/benchmark_zoo_cpu.json --csv logs/benchmark_zoo_cpu.csv --chart images/latency_accuracy_cpu.png
 
-For each batch size and each mode, this package's model and timm's `nextvit_small` (folded with
-timm's own `reparameterize_model`) are timed in alternation, so both see the same machine state,
-and the ratio ours/timm is printed. Modes:
+Models are this package's (`nextvit_small`, ...) or timm's (`timm:<name>`, random weights, no
+download). Without `--models`, `--model` is compared with timm's model of the same name, sharing
+the same weights. For each input size, batch size, dtype and mode, every model is timed in
+alternation (one call each, round after round), so all see the same machine state; each row gives
+the median and quartiles and the ratio to the first model of `--models`. Modes:
 
 * eager: the model as trained (BatchNorms in place);
-* folded: BatchNorms folded (ours: `nextvit.fold_batchnorm`; timm: `reparameterize_model`);
+* folded: BatchNorms folded (ours: `nextvit.fold_batchnorm`; timm models: timm's own
+  `reparameterize_model`, which is what timm offers for deployment);
 * folded_cl: folded, with channels_last weights and inputs;
 * compile: folded, `torch.compile` (inductor) with freezing, under no_grad;
-* onnxruntime: the folded model exported to ONNX and run by ONNX Runtime (ours only).
+* onnxruntime: the folded model exported to ONNX (opset 17) and run by ONNX Runtime;
+* tensorrt: the folded model as a TensorRT engine (where TensorRT and a GPU exist; skipped otherwise).
 
-The compute floor is the model's FLOPs divided by the fp32 matrix-multiply rate this machine
-reaches in a large GEMM: no implementation can beat it by much. Each row records the machine,
-library versions, threads, dtype, batch, resolution, warm-up and run counts.
+dtypes: float32, and bfloat16 for the PyTorch modes. The compute floor is the model's FLOPs divided
+by the fp32 matrix-multiply rate this machine reaches in a large GEMM: no fp32 implementation can
+beat it by much. Every row records the machine, library versions, threads, dtype, batch,
+resolution, warm-up and run counts, and the git commit.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import csv
 import datetime
 import json
 import os
@@ -32,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,10 +49,22 @@ import torch
 import nextvit
 from nextvit.flops import count_flops
 
-MODES = ("eager", "folded", "folded_cl", "compile", "onnxruntime")
+MODES = ("eager", "folded", "folded_cl", "compile", "onnxruntime", "tensorrt")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+# ImageNet-1K top-1 (%) at 224 of the published weights, for the latency-accuracy chart; the
+# benchmark itself times random weights of the same architectures.
+ACCURACY = {
+    "nextvit_small": (82.5, "Next-ViT paper / original README"),
+    "nextvit_base": (83.2, "Next-ViT paper / original README"),
+    "nextvit_large": (83.6, "Next-ViT paper / original README"),
+    "resnet50": (80.4, "Wightman et al. 2021, ResNet strikes back (A1)"),
+    "convnext_tiny": (82.1, "Liu et al. 2022, ConvNeXt"),
+    "efficientformer_l1": (79.2, "Li et al. 2022, EfficientFormer"),
+}
 
 
-def machine_info() -> dict:
+def machine_info(device: str = "cpu") -> dict:
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -56,17 +78,22 @@ def machine_info() -> dict:
     except OSError:
         commit = ""
     versions = {"python": platform.python_version(), "torch": torch.__version__}
-    for name in ("timm", "onnxruntime", "nextvit"):
+    for name in ("timm", "onnxruntime", "tensorrt", "nextvit"):
         with contextlib.suppress(ImportError):
             versions[name] = __import__(name).__version__
-    return dict(
+    info = dict(
         cpu=cpu,
         logical_cores=os.cpu_count(),
         torch_threads=torch.get_num_threads(),
+        device=device,
         versions=versions,
         git_commit=commit,
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+        versions["cuda"] = torch.version.cuda
+    return info
 
 
 def gemm_gflops(size: int = 2048, repeats: int = 10) -> float:
@@ -82,36 +109,60 @@ def gemm_gflops(size: int = 2048, repeats: int = 10) -> float:
     return 2 * size**3 / best / 1e9
 
 
-class Runner:
+class Timed:
     """A callable under test plus its input, timed one call at a time."""
 
-    def __init__(self, name: str, fn, x) -> None:
-        self.name, self.fn, self.x = name, fn, x
+    def __init__(self, name: str, fn: Callable, x, sync: Callable[[], None] | None = None) -> None:
+        self.name, self.fn, self.x, self.sync = name, fn, x, sync
         self.times: list[float] = []
 
     def warm(self, n: int) -> None:
         for _ in range(n):
             self.fn(self.x)
+        if self.sync:
+            self.sync()
 
     def time_once(self) -> None:
         start = time.perf_counter()
         self.fn(self.x)
+        if self.sync:
+            self.sync()
         self.times.append(time.perf_counter() - start)
 
     def summary(self) -> dict:
         ms = sorted(t * 1e3 for t in self.times)
         q = statistics.quantiles(ms, n=4) if len(ms) > 1 else [ms[0]] * 3
         return dict(
-            median_ms=round(statistics.median(ms), 2),
-            p25_ms=round(q[0], 2),
-            p75_ms=round(q[2], 2),
-            min_ms=round(ms[0], 2),
+            median_ms=round(statistics.median(ms), 3),
+            p25_ms=round(q[0], 3),
+            p75_ms=round(q[2], 3),
+            min_ms=round(ms[0], 3),
             runs=len(ms),
         )
 
 
-def _torch_runner(model, x, channels_last=False, compile_model=False):
-    model = model.eval()
+def build_model(spec: str, shared_state: dict | None = None) -> torch.nn.Module:
+    """`nextvit_*` (this package) or `timm:<name>` (random weights; nextvit ones share ours)."""
+    torch.manual_seed(0)
+    if not spec.startswith("timm:"):
+        return nextvit.create_model(spec).eval()
+    import timm
+
+    model = timm.create_model(spec[len("timm:") :], pretrained=False).eval()
+    if shared_state is not None:
+        model.load_state_dict(shared_state)
+    return model
+
+
+def fold(spec: str, model: torch.nn.Module) -> torch.nn.Module:
+    if not spec.startswith("timm:"):
+        return nextvit.fold_batchnorm(model)
+    from timm.utils.model import reparameterize_model
+
+    return reparameterize_model(copy.deepcopy(model))
+
+
+def _torch_fn(model, x, channels_last=False, compile_model=False):
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -128,119 +179,233 @@ def _torch_runner(model, x, channels_last=False, compile_model=False):
     return run, x
 
 
-def _onnx_runner(model, x, workdir: Path):
+def _onnx_fn(model, x, workdir: Path, tag: str, device: str):
     import onnxruntime as ort
 
-    path = workdir / "model.onnx"
+    path = workdir / f"{tag}.onnx"
     torch.onnx.export(model, (x,), str(path), opset_version=17, dynamo=False, input_names=["input"])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    feed = x.numpy()
-    return (lambda inp: session.run(None, {"input": inp})), feed
+    providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    session = ort.InferenceSession(str(path), opts, providers=providers)
+    return (lambda inp: session.run(None, {"input": inp})), x.numpy()
 
 
-def build_pair(model_name: str, mode: str, x: torch.Tensor, workdir: Path, with_timm: bool):
-    """(ours, timm's or None) runners for one mode."""
-    torch.manual_seed(0)
-    ours = nextvit.create_model(model_name).eval()
-    theirs = None
-    if with_timm and model_name in ("nextvit_small", "nextvit_base", "nextvit_large"):
-        import timm
-        from timm.utils.model import reparameterize_model
+def tensorrt_unavailable() -> str | None:
+    """Why TensorRT cannot be timed here, or None when it can."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "the tensorrt Python package is not installed"
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    return None
 
-        theirs = timm.create_model(model_name).eval()
-        theirs.load_state_dict(ours.state_dict())
-    else:
-        reparameterize_model = None
 
+def _tensorrt_fn(model, x, workdir: Path, tag: str, fp16: bool):
+    """Build an engine with TensorRT's Python API and run it on torch CUDA buffers."""
+    import tensorrt as trt
+
+    path = workdir / f"{tag}.onnx"
+    torch.onnx.export(model, (x,), str(path), opset_version=17, dynamo=False, input_names=["input"])
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(path.read_bytes()):
+        raise RuntimeError(f"TensorRT could not parse {path}: {parser.get_error(0)}")
+    config = builder.create_builder_config()
+    if fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    engine = trt.Runtime(logger).deserialize_cuda_engine(builder.build_serialized_network(network, config))
+    context = engine.create_execution_context()
+    inp = x.cuda().contiguous()
+    out_name = engine.get_tensor_name(engine.num_io_tensors - 1)
+    out = torch.empty(tuple(engine.get_tensor_shape(out_name)), device="cuda")
+    context.set_tensor_address(engine.get_tensor_name(0), inp.data_ptr())
+    context.set_tensor_address(out_name, out.data_ptr())
+    stream = torch.cuda.current_stream().cuda_stream
+    return (lambda _: context.execute_async_v3(stream)), inp
+
+
+def make_timed(spec: str, model, mode: str, dtype: str, x: torch.Tensor, workdir: Path, device: str) -> Timed | None:
+    """One model in one mode, ready to time; None where the combination does not exist."""
+    sync = torch.cuda.synchronize if device == "cuda" else None
+    tag = spec.replace(":", "_")
+    if mode in ("onnxruntime", "tensorrt") and dtype != "float32":
+        return None  # export paths are timed in float32 (TensorRT: fp16 kernels through --trt-fp16)
     if mode == "onnxruntime":
-        fn, inp = _onnx_runner(nextvit.fold_batchnorm(ours), x, workdir)
-        return Runner("ours", fn, inp), None
-    if mode != "eager":
-        ours = nextvit.fold_batchnorm(ours)
-        if theirs is not None:
-            theirs = reparameterize_model(copy.deepcopy(theirs))
+        fn, inp = _onnx_fn(fold(spec, model), x, workdir, tag, device)
+        return Timed(spec, fn, inp)
+    if mode == "tensorrt":
+        fn, inp = _tensorrt_fn(fold(spec, model), x, workdir, tag, fp16=False)
+        return Timed(spec, fn, inp, sync=torch.cuda.synchronize)
+    net = model if mode == "eager" else fold(spec, model)
+    net = net.to(device=device, dtype=DTYPES[dtype])
     kwargs = dict(channels_last=mode == "folded_cl", compile_model=mode == "compile")
-    fn, inp = _torch_runner(ours, x, **kwargs)
-    runner_ours = Runner("ours", fn, inp)
-    runner_timm = None
-    if theirs is not None:
-        fn, inp = _torch_runner(theirs, x, **kwargs)
-        runner_timm = Runner("timm", fn, inp)
-    return runner_ours, runner_timm
+    fn, inp = _torch_fn(net, x.to(device=device, dtype=DTYPES[dtype]), **kwargs)
+    return Timed(spec, fn, inp, sync=sync)
 
 
-def main(argv=None) -> int:
+def base_name(spec: str) -> str:
+    return spec.split(":", 1)[-1]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="nextvit_small", choices=nextvit.list_models())
-    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--model", default="nextvit_small", choices=nextvit.list_models(),
+                        help="without --models: this model against timm's of the same name")  # fmt: skip
+    parser.add_argument("--models", nargs="+", help="models to time together: nextvit_* or timm:<name>")
+    parser.add_argument("--input-size", "--input-sizes", dest="input_sizes", type=int, nargs="+", default=[224])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--modes", nargs="+", default=[m for m in MODES if m != "tensorrt"], choices=MODES)
+    parser.add_argument("--dtypes", nargs="+", default=["float32"], choices=sorted(DTYPES))
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls per model before timing")
-    parser.add_argument("--runs", type=int, default=30, help="timed calls per model (batch 1; fewer for larger)")
+    parser.add_argument("--runs", type=int, default=30, help="timed calls per model at batch 1 (fewer for larger)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--no-timm", action="store_true", help="skip the comparison with timm's model")
+    parser.add_argument("--no-timm", action="store_true", help="without --models: skip timm's model")
     parser.add_argument("--output", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--csv", type=Path, default=None, help="also write one CSV row per measurement here")
+    parser.add_argument("--chart", type=Path, default=None, help="draw a latency-accuracy chart (PNG) here")
+    parser.add_argument("--chart-mode", default="folded", choices=MODES, help="the mode the chart plots")
     args = parser.parse_args(argv)
+    if args.models is None:
+        args.models = [args.model] + ([] if args.no_timm else [f"timm:{args.model}"])
+    for spec in args.models:
+        if not spec.startswith("timm:") and spec not in nextvit.list_models():
+            parser.error(f"--models: {spec!r} is neither one of {nextvit.list_models()} nor timm:<name>")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device here")
+    return args
+
+
+def run(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
-
-    info = machine_info()
-    flops = count_flops(nextvit.create_model(args.model), args.input_size)
+    info = machine_info(args.device)
+    models = {spec: None for spec in args.models}
+    ours_state = {}
+    for spec in args.models:  # timm's Next-ViT gets our weights, so both compute the same thing
+        shared = ours_state.get(base_name(spec)) if spec.startswith("timm:nextvit") else None
+        models[spec] = build_model(spec, shared)
+        if not spec.startswith("timm:"):
+            ours_state[spec] = models[spec].state_dict()
     gemm = gemm_gflops()
-    print(
-        f"# {args.model} at {args.input_size}x{args.input_size}, fp32, {info['cpu']}, "
-        f"{info['logical_cores']} logical cores, {info['torch_threads']} torch threads"
-    )
+    skip = {"tensorrt": tensorrt_unavailable()} if "tensorrt" in args.modes else {}
+    print(f"# {info['cpu']}, {info['logical_cores']} logical cores, {info['torch_threads']} torch threads"
+          + (f", {info['gpu']}" if args.device == "cuda" else ""))  # fmt: skip
     print("# " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + f", commit {info['git_commit']}")
-    print(f"# {flops / 1e9:.2f} GFLOPs (MACs) per image; fp32 GEMM rate here {gemm:.0f} GFLOP/s")
-    print(f"# warm-up {args.warmup} calls, then timed calls alternating ours and timm's; median [p25-p75] ms")
+    print(f"# fp32 GEMM rate here {gemm:.0f} GFLOP/s; warm-up {args.warmup} calls, then timed calls in alternation")
+    print(f"# median [p25-p75] ms per batch; ratio: to {args.models[0]}")
+    for mode, why in skip.items():
+        if why:
+            print(f"# {mode}: skipped ({why})")
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for batch in args.batch_sizes:
-            x = torch.randn(batch, 3, args.input_size, args.input_size)
-            gemm = max(gemm, gemm_gflops())  # the best rate seen so far: a shared machine drifts
-            floor_ms = 2 * flops * batch / (gemm * 1e9) * 1e3
-            print(f"\nbatch {batch}: compute floor {floor_ms:.1f} ms")
-            runs = max(5, args.runs // max(1, batch // 2))
-            for mode in args.modes:
-                ours, theirs = build_pair(args.model, mode, x, Path(tmp), with_timm=not args.no_timm)
-                pair = [r for r in (ours, theirs) if r is not None]
-                for r in pair:
-                    r.warm(args.warmup if mode != "compile" else args.warmup + 2)
-                for _ in range(runs):
-                    for r in pair:
-                        r.time_once()
-                row = dict(
-                    mode=mode,
-                    batch=batch,
-                    input_size=args.input_size,
-                    dtype="float32",
-                    warmup=args.warmup,
-                    ours=ours.summary(),
-                    floor_ms=round(floor_ms, 2),
-                )
-                o = row["ours"]
-                line = f"  {mode:<12} ours {o['median_ms']:8.1f} [{o['p25_ms']:.1f}-{o['p75_ms']:.1f}]"
-                if theirs is not None:
-                    row["timm"] = theirs.summary()
-                    row["ratio_ours_timm"] = round(row["ours"]["median_ms"] / row["timm"]["median_ms"], 3)
-                    line += f"   timm {row['timm']['median_ms']:8.1f}   ours/timm {row['ratio_ours_timm']:.3f}"
-                row["ratio_ours_floor"] = round(row["ours"]["median_ms"] / floor_ms, 3)
-                print(line + f"   ours/floor {row['ratio_ours_floor']:.2f}", flush=True)
-                rows.append(row)
-                torch._dynamo.reset()
+        for size in args.input_sizes:
+            flops = {spec: count_flops(m, size) for spec, m in models.items()}
+            for batch in args.batch_sizes:
+                x = torch.randn(batch, 3, size, size)
+                gemm = max(gemm, gemm_gflops())  # the best rate seen so far: a shared machine drifts
+                runs = max(5, args.runs // max(1, batch // 2) // (2 if size > 300 else 1))
+                print(f"\n{size}x{size}, batch {batch}")
+                for dtype in args.dtypes:
+                    for mode in args.modes:
+                        if skip.get(mode):
+                            continue
+                        timed = [make_timed(s, m, mode, dtype, x, Path(tmp), args.device) for s, m in models.items()]
+                        timed = [t for t in timed if t is not None]
+                        if not timed:
+                            continue
+                        for t in timed:
+                            t.warm(args.warmup + (2 if mode == "compile" else 0))
+                        for _ in range(runs):
+                            for t in timed:
+                                t.time_once()
+                        reference = timed[0].summary()["median_ms"]
+                        for t in timed:
+                            row = dict(model=t.name, mode=mode, dtype=dtype, device=args.device, batch=batch,
+                                       input_size=size, warmup=args.warmup, gflops=round(flops[t.name] / 1e9, 4),
+                                       **t.summary())  # fmt: skip
+                            row["ratio_to_first"] = round(row["median_ms"] / reference, 3)
+                            row["floor_ms"] = round(2 * flops[t.name] * batch / (gemm * 1e9) * 1e3, 2)
+                            rows.append(row)
+                            print(f"  {mode:<12} {dtype:<9} {t.name:<26} {row['median_ms']:9.1f} "
+                                  f"[{row['p25_ms']:.1f}-{row['p75_ms']:.1f}]   ratio {row['ratio_to_first']:.3f}"
+                                  f"   /floor {row['median_ms'] / row['floor_ms']:.2f}", flush=True)  # fmt: skip
+                        torch._dynamo.reset()
 
     for row in rows:  # floors against the best GEMM rate seen in the whole run
-        row["floor_ms"] = round(2 * flops * row["batch"] / (gemm * 1e9) * 1e3, 2)
-        row["ratio_ours_floor"] = round(row["ours"]["median_ms"] / row["floor_ms"], 3)
-    result = dict(model=args.model, gflops=round(flops / 1e9, 4), gemm_gflops=round(gemm, 1), machine=info, rows=rows)
+        row["floor_ms"] = round(2 * row["gflops"] * 1e9 * row["batch"] / (gemm * 1e9) * 1e3, 2)
+    return dict(models=args.models, gemm_gflops=round(gemm, 1), machine=info, skipped=skip, rows=rows)
+
+
+def write_csv(result: dict, path: Path) -> None:
+    info = result["machine"]
+    provenance = dict(cpu=info["cpu"], gpu=info.get("gpu", ""), torch_threads=info["torch_threads"],
+                      torch=info["versions"]["torch"], onnxruntime=info["versions"].get("onnxruntime", ""),
+                      timm=info["versions"].get("timm", ""), commit=info["git_commit"], date=info["date"])  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[*result["rows"][0], *provenance])
+        writer.writeheader()
+        for row in result["rows"]:
+            writer.writerow(row | provenance)
+
+
+def draw_chart(result: dict, path: Path, mode: str) -> None:
+    """Top-1 (published) against latency (measured here) at batch 1, the smallest input size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["rows"] if r["mode"] == mode and r["batch"] == 1 and r["dtype"] == "float32"]
+    if not rows:
+        raise SystemExit(f"--chart: no batch-1 float32 rows in mode {mode!r} to draw")
+    size = min(r["input_size"] for r in rows)
+    rows = [r for r in rows if r["input_size"] == size and base_name(r["model"]) in ACCURACY]
+    info = result["machine"]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=150)
+    ours = sorted((r for r in rows if not r["model"].startswith("timm:")), key=lambda r: r["median_ms"])
+    ax.plot([r["median_ms"] for r in ours], [ACCURACY[r["model"]][0] for r in ours], "o-", color="tab:red",
+            label="Next-ViT (this package, BatchNorm folded)")  # fmt: skip
+    for r in ours:
+        label = "Next-ViT-" + r["model"].split("_")[-1][0].upper()
+        ax.annotate(label, (r["median_ms"], ACCURACY[r["model"]][0]), textcoords="offset points", xytext=(6, -10))
+    for r in rows:
+        if r["model"].startswith("timm:"):
+            acc = ACCURACY[base_name(r["model"])][0]
+            ax.plot(r["median_ms"], acc, "s", color="tab:blue")
+            ax.annotate(r["model"], (r["median_ms"], acc), textcoords="offset points", xytext=(6, 4))
+    ax.set_xlabel(f"latency, ms (batch 1, {size}x{size}, float32, median; {mode})")
+    ax.set_ylabel("ImageNet-1K top-1, % (published)")
+    where = info.get("gpu") or f"{info['cpu']}, {info['torch_threads']} threads"
+    ax.set_title(f"Latency measured on {where}\ntorch {info['versions']['torch']}, commit {info['git_commit']}",
+                 fontsize=9)  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    result = run(args)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=2) + "\n")
         print(f"\nwrote {args.output}")
+    if args.csv and result["rows"]:
+        write_csv(result, args.csv)
+        print(f"wrote {args.csv}")
+    if args.chart:
+        draw_chart(result, args.chart, args.chart_mode)
+        print(f"wrote {args.chart}")
     return 0
 
 
