@@ -247,6 +247,14 @@ def make_timed(spec: str, model, mode: str, dtype: str, x: torch.Tensor, workdir
     return Timed(spec, fn, inp, sync=sync)
 
 
+def _flops_or_zero(model: torch.nn.Module, size: int) -> float:
+    """FLOPs at `size`, or 0 for a model that cannot take that size (its timing then reports why)."""
+    try:
+        return count_flops(model, size)
+    except Exception:  # noqa: BLE001
+        return 0.0
+
+
 def base_name(spec: str) -> str:
     return spec.split(":", 1)[-1]
 
@@ -302,21 +310,31 @@ def run(args: argparse.Namespace) -> dict:
         if why:
             print(f"# {mode}: skipped ({why})")
 
-    rows = []
+    rows, failed = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.input_sizes:
-            flops = {spec: count_flops(m, size) for spec, m in models.items()}
+            flops = {spec: _flops_or_zero(m, size) for spec, m in models.items()}
             for batch in args.batch_sizes:
                 x = torch.randn(batch, 3, size, size)
                 gemm = max(gemm, gemm_gflops())  # the best rate seen so far: a shared machine drifts
                 runs = max(5, args.runs // max(1, batch // 2) // (2 if size > 300 else 1))
-                print(f"\n{size}x{size}, batch {batch}")
+                print(f"\n{size}x{size}, batch {batch}", flush=True)
                 for dtype in args.dtypes:
                     for mode in args.modes:
                         if skip.get(mode):
                             continue
-                        timed = [make_timed(s, m, mode, dtype, x, Path(tmp), args.device) for s, m in models.items()]
-                        timed = [t for t in timed if t is not None]
+                        timed = []
+                        for spec, model in models.items():
+                            try:  # one model that cannot run here (e.g. a fixed input size) does not end the run
+                                t = make_timed(spec, model, mode, dtype, x, Path(tmp), args.device)
+                                if t is not None:
+                                    t.warm(1)
+                                    timed.append(t)
+                            except Exception as err:  # noqa: BLE001 - reported in the result, then go on
+                                why = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+                                failed.append(dict(model=spec, mode=mode, dtype=dtype, batch=batch, input_size=size,
+                                                   error=why))  # fmt: skip
+                                print(f"  {mode:<12} {dtype:<9} {spec:<26} cannot run: {why}", flush=True)
                         if not timed:
                             continue
                         for t in timed:
@@ -339,7 +357,7 @@ def run(args: argparse.Namespace) -> dict:
 
     for row in rows:  # floors against the best GEMM rate seen in the whole run
         row["floor_ms"] = round(2 * row["gflops"] * 1e9 * row["batch"] / (gemm * 1e9) * 1e3, 2)
-    return dict(models=args.models, gemm_gflops=round(gemm, 1), machine=info, skipped=skip, rows=rows)
+    return dict(models=args.models, gemm_gflops=round(gemm, 1), machine=info, skipped=skip, failed=failed, rows=rows)
 
 
 def write_csv(result: dict, path: Path) -> None:

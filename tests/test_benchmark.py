@@ -49,3 +49,14 @@ def test_bad_model_names_are_refused(import_script):
     benchmark = import_script("deployment", "benchmark")
     with pytest.raises(SystemExit):
         benchmark.parse_args(["--models", "nextvit_huge"])
+
+
+def test_a_model_that_cannot_run_is_reported_and_the_run_goes_on(import_script):
+    benchmark = import_script("deployment", "benchmark")
+    # EfficientFormer's attention biases are fixed to 224x224 inputs
+    args = benchmark.parse_args("--models nextvit_tiny timm:efficientformer_l1 --input-sizes 64 --batch-sizes 1 "
+                                "--modes folded --runs 1 --warmup 0".split())  # fmt: skip
+    result = benchmark.run(args)
+    assert [r["model"] for r in result["rows"]] == ["nextvit_tiny"]
+    (failed,) = result["failed"]
+    assert failed["model"] == "timm:efficientformer_l1" and failed["input_size"] == 64 and failed["error"]
