@@ -25,17 +25,32 @@ def small_calibrated():
 
 @pytest.fixture(scope="session")
 def import_script():
-    """Import an entry-point script of a task folder (scripts import their siblings by name)."""
-    import importlib
+    """Import an entry-point script of a task folder by path (scripts import their siblings by name).
+
+    Modules are registered as `<folder>.<name>`: detection/ and segmentation/ both have a
+    get_flops.py, train.py and test.py, and a plain `import get_flops` would return whichever
+    folder came first.
+    """
+    import importlib.util
     import sys
     from pathlib import Path
 
     def load(folder: str, name: str):
-        path = str(Path(__file__).resolve().parents[1] / folder)
-        sys.path.insert(0, path)
+        key = f"{folder}.{name}"
+        if key in sys.modules:
+            return sys.modules[key]
+        path = Path(__file__).resolve().parents[1] / folder
+        spec = importlib.util.spec_from_file_location(key, path / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, str(path))
         try:
-            return importlib.import_module(name)
+            sys.modules[key] = module
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[key]
+            raise
         finally:
-            sys.path.remove(path)
+            sys.path.remove(str(path))
+        return module
 
     return load
