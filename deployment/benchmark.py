@@ -203,29 +203,19 @@ def tensorrt_unavailable() -> str | None:
 
 
 def _tensorrt_fn(model, x, workdir: Path, tag: str, fp16: bool):
-    """Build an engine with TensorRT's Python API and run it on torch CUDA buffers."""
+    """An engine built by export_tensorrt_engine.py's Python-API path, run on its CUDA buffers."""
     import tensorrt as trt
 
-    path = workdir / f"{tag}.onnx"
-    torch.onnx.export(model, (x,), str(path), opset_version=17, dynamo=False, input_names=["input"])
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(path.read_bytes()):
-        raise RuntimeError(f"TensorRT could not parse {path}: {parser.get_error(0)}")
-    config = builder.create_builder_config()
-    if fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
-    engine = trt.Runtime(logger).deserialize_cuda_engine(builder.build_serialized_network(network, config))
-    context = engine.create_execution_context()
-    inp = x.cuda().contiguous()
-    out_name = engine.get_tensor_name(engine.num_io_tensors - 1)
-    out = torch.empty(tuple(engine.get_tensor_shape(out_name)), device="cuda")
-    context.set_tensor_address(engine.get_tensor_name(0), inp.data_ptr())
-    context.set_tensor_address(out_name, out.data_ptr())
-    stream = torch.cuda.current_stream().cuda_stream
-    return (lambda _: context.execute_async_v3(stream)), inp
+    if str(Path(__file__).parent) not in sys.path:
+        sys.path.insert(0, str(Path(__file__).parent))
+    from export_tensorrt_engine import EngineRunner, build_engine_python  # the sibling script's engine code
+
+    onnx_path, engine_path = workdir / f"{tag}.onnx", workdir / f"{tag}.engine"
+    torch.onnx.export(model, (x,), str(onnx_path), opset_version=17, dynamo=False, input_names=["input"])
+    build_engine_python(trt, onnx_path, engine_path, "fp16" if fp16 else "fp32", tuple(x.shape), None)
+    runner = EngineRunner(trt, engine_path, tuple(x.shape))
+    runner.buffers[runner.inputs[0]].copy_(x)
+    return (lambda _: runner.run_async()), None
 
 
 def make_timed(spec: str, model, mode: str, dtype: str, x: torch.Tensor, workdir: Path, device: str) -> Timed | None:
@@ -239,7 +229,7 @@ def make_timed(spec: str, model, mode: str, dtype: str, x: torch.Tensor, workdir
         return Timed(spec, fn, inp)
     if mode == "tensorrt":
         fn, inp = _tensorrt_fn(fold(spec, model), x, workdir, tag, fp16=False)
-        return Timed(spec, fn, inp, sync=torch.cuda.synchronize)
+        return Timed(spec, fn, inp, sync=torch.cuda.synchronize)  # waits for every stream, the engine's too
     net = model if mode == "eager" else fold(spec, model)
     net = net.to(device=device, dtype=DTYPES[dtype])
     kwargs = dict(channels_last=mode == "folded_cl", compile_model=mode == "compile")
