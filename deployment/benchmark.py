@@ -203,12 +203,10 @@ def tensorrt_unavailable() -> str | None:
 
 
 def _tensorrt_fn(model, x, workdir: Path, tag: str, fp16: bool):
-    """An engine built by export_tensorrt_engine.py's Python-API path, run on its CUDA buffers."""
+    """An engine built as export_tensorrt_engine.py builds it (nextvit.tensorrt), run on its CUDA buffers."""
     import tensorrt as trt
 
-    if str(Path(__file__).parent) not in sys.path:
-        sys.path.insert(0, str(Path(__file__).parent))
-    from export_tensorrt_engine import EngineRunner, build_engine_python  # the sibling script's engine code
+    from nextvit.tensorrt import EngineRunner, build_engine_python
 
     onnx_path, engine_path = workdir / f"{tag}.onnx", workdir / f"{tag}.engine"
     torch.onnx.export(model, (x,), str(onnx_path), opset_version=17, dynamo=False, input_names=["input"])

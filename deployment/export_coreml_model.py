@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import logging
 import sys
 import tempfile
@@ -36,14 +35,11 @@ import time
 import warnings
 from pathlib import Path
 
-if importlib.util.find_spec("nextvit") is None:  # a checkout used without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
+from torch import nn
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from nextvit.export import (  # noqa: E402
+from nextvit.export import (
     EXIT_CHECK_FAILED,
     EXIT_OK,
     EXIT_UNAVAILABLE,
@@ -60,8 +56,8 @@ from nextvit.export import (  # noqa: E402
     source_record,
     write_sidecar,
 )
-from nextvit.model import ChannelAffine  # noqa: E402
-from nextvit.pretrained import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from nextvit.model import ChannelAffine
+from nextvit.pretrained import IMAGENET_MEAN, IMAGENET_STD
 
 # Tolerances of the macOS prediction check, by compute precision.
 TOLERANCES = {"float16": (1e-2, 5e-2), "float32": (1e-3, 1e-3)}

@@ -15,14 +15,10 @@ measured difference. Runs from any directory.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 
-if importlib.util.find_spec("nextvit") is None:  # a checkout used without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from nextvit.export import (  # noqa: E402
+from nextvit.export import (
     DEFAULT_OPSET,
     EXIT_CHECK_FAILED,
     EXIT_OK,

@@ -407,3 +407,13 @@ def test_tensorrt_trtexec_flow_with_a_stand_in(import_script, tiny_checkpoint, t
     assert "--warmUp=10" in calls[2] and "--iterations=100" in calls[2]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporaries left
     assert os.path.getsize(engine) > 0
+
+
+def test_tensorrt_timing_summary_without_tensorrt():
+    """nextvit.tensorrt imports without TensorRT; its summary is plain statistics of the timings."""
+    from nextvit.tensorrt import timings_summary
+
+    times = [float(t) for t in range(1, 101)]  # 1 ... 100 ms
+    s = timings_summary(times, batch_size=8)
+    assert (s["median_ms"], s["p99_ms"], s["min_ms"], s["max_ms"]) == (50.5, 99.0, 1.0, 100.0)
+    assert s["mean_ms"] == 50.5 and abs(s["throughput_images_per_s"] - 8000 / 50.5) < 1e-9
