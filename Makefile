@@ -22,7 +22,7 @@ detection segmentation: venv
 	@echo "mmengine, mmcv (with ops), mmdet and mmsegmentation are installed in .venv"
 
 bench: venv
-	$(PY) deployment/benchmark.py --output logs/benchmark_backbone_cpu.json
+	$(PY) deployment/benchmark.py --output logs/benchmark_backbone_cpu.json | tee logs/benchmark_backbone_cpu.txt
 
 # Next-ViT-S/B/L against timm's port and classic peers at 224 and 384, batch 1 and 8 (about 15 minutes
 # on 2 cores), with the latency-accuracy chart.
@@ -30,7 +30,7 @@ bench-zoo: venv
 	$(PY) deployment/benchmark.py --models nextvit_small nextvit_base nextvit_large timm:nextvit_small \
 		timm:resnet50 timm:convnext_tiny timm:efficientformer_l1 --input-sizes 224 384 --batch-sizes 1 8 \
 		--modes folded onnxruntime --runs 20 --output logs/benchmark_zoo_cpu.json --csv logs/benchmark_zoo_cpu.csv \
-		--chart images/latency_accuracy_cpu.png
+		--chart images/latency_accuracy_cpu.png | tee logs/benchmark_zoo_cpu.txt
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache *.egg-info

@@ -20,7 +20,8 @@ the median and quartiles and the ratio to the first model of `--models`. Modes:
 * onnxruntime: the folded model exported to ONNX (opset 17) and run by ONNX Runtime;
 * tensorrt: the folded model as a TensorRT engine (where TensorRT and a GPU exist; skipped otherwise).
 
-dtypes: float32, and bfloat16 for the PyTorch modes. The compute floor is the model's FLOPs divided
+dtypes: float32; bfloat16 and float16 for the PyTorch modes; float16 for TensorRT (an fp16 engine,
+the paper's setting). The compute floor is the model's FLOPs divided
 by the fp32 matrix-multiply rate this machine reaches in a large GEMM: no fp32 implementation can
 beat it by much. Every row records the machine, library versions, threads, dtype, batch,
 resolution, warm-up and run counts, and the git commit.
@@ -50,7 +51,7 @@ import nextvit
 from nextvit.flops import count_flops
 
 MODES = ("eager", "folded", "folded_cl", "compile", "onnxruntime", "tensorrt")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # ImageNet-1K top-1 (%) at 224 of the published weights, for the latency-accuracy chart; the
 # benchmark itself times random weights of the same architectures.
@@ -96,15 +97,20 @@ def machine_info(device: str = "cpu") -> dict:
     return info
 
 
-def gemm_gflops(size: int = 2048, repeats: int = 10) -> float:
-    """The best fp32 matrix-multiply rate this machine reaches (GFLOP/s, 2 FLOPs per MAC)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def gemm_gflops(size: int = 2048, repeats: int = 10, device: str = "cpu") -> float:
+    """The best fp32 matrix-multiply rate this device reaches (GFLOP/s, 2 FLOPs per MAC)."""
+    if device == "cuda":
+        size *= 4
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for _ in range(2):
         a @ b
+    sync()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         a @ b
+        sync()
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
 
@@ -187,12 +193,16 @@ def _onnx_fn(model, x, workdir: Path, tag: str, device: str):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
     providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    if providers[0] not in ort.get_available_providers():
+        raise RuntimeError(f"this onnxruntime has no {providers[0]} (it would fall back silently)")
     session = ort.InferenceSession(str(path), opts, providers=providers)
     return (lambda inp: session.run(None, {"input": inp})), x.numpy()
 
 
-def tensorrt_unavailable() -> str | None:
-    """Why TensorRT cannot be timed here, or None when it can."""
+def tensorrt_unavailable(device: str) -> str | None:
+    """Why TensorRT cannot be timed in this run, or None when it can."""
+    if device != "cuda":
+        return "TensorRT runs on the GPU: pass --device cuda"
     try:
         import tensorrt  # noqa: F401
     except ImportError:
@@ -220,13 +230,13 @@ def make_timed(spec: str, model, mode: str, dtype: str, x: torch.Tensor, workdir
     """One model in one mode, ready to time; None where the combination does not exist."""
     sync = torch.cuda.synchronize if device == "cuda" else None
     tag = spec.replace(":", "_")
-    if mode in ("onnxruntime", "tensorrt") and dtype != "float32":
-        return None  # export paths are timed in float32 (TensorRT: fp16 kernels through --trt-fp16)
+    if (mode == "onnxruntime" and dtype != "float32") or (mode == "tensorrt" and dtype == "bfloat16"):
+        return None  # ONNX Runtime is timed in float32; TensorRT builds float32 or float16 engines
     if mode == "onnxruntime":
         fn, inp = _onnx_fn(fold(spec, model), x, workdir, tag, device)
         return Timed(spec, fn, inp)
     if mode == "tensorrt":
-        fn, inp = _tensorrt_fn(fold(spec, model), x, workdir, tag, fp16=False)
+        fn, inp = _tensorrt_fn(fold(spec, model), x, workdir, tag, fp16=dtype == "float16")
         return Timed(spec, fn, inp, sync=torch.cuda.synchronize)  # waits for every stream, the engine's too
     net = model if mode == "eager" else fold(spec, model)
     net = net.to(device=device, dtype=DTYPES[dtype])
@@ -287,8 +297,8 @@ def run(args: argparse.Namespace) -> dict:
         models[spec] = build_model(spec, shared)
         if not spec.startswith("timm:"):
             ours_state[spec] = models[spec].state_dict()
-    gemm = gemm_gflops()
-    skip = {"tensorrt": tensorrt_unavailable()} if "tensorrt" in args.modes else {}
+    gemm = gemm_gflops(device=args.device)
+    skip = {"tensorrt": tensorrt_unavailable(args.device)} if "tensorrt" in args.modes else {}
     print(f"# {info['cpu']}, {info['logical_cores']} logical cores, {info['torch_threads']} torch threads"
           + (f", {info['gpu']}" if args.device == "cuda" else ""))  # fmt: skip
     print("# " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + f", commit {info['git_commit']}")
@@ -304,7 +314,7 @@ def run(args: argparse.Namespace) -> dict:
             flops = {spec: _flops_or_zero(m, size) for spec, m in models.items()}
             for batch in args.batch_sizes:
                 x = torch.randn(batch, 3, size, size)
-                gemm = max(gemm, gemm_gflops())  # the best rate seen so far: a shared machine drifts
+                gemm = max(gemm, gemm_gflops(device=args.device))  # the best rate seen so far: a shared machine drifts
                 runs = max(5, args.runs // max(1, batch // 2) // (2 if size > 300 else 1))
                 print(f"\n{size}x{size}, batch {batch}", flush=True)
                 for dtype in args.dtypes:

@@ -205,8 +205,8 @@ def trtexec_profile_command(
     command = [trtexec, f"--loadEngine={engine}", *shape_flags, f"--warmUp={warmup_ms}", f"--iterations={iterations}"]
     if threads > 1:
         command += [f"--streams={threads}", "--threads"]
-    if dump_profile:
-        command.append("--dumpProfile")
+    if dump_profile:  # per-layer timing slows the run it is attached to: give it a run of its own
+        command += ["--dumpProfile", "--separateProfileRun"]
     return command
 
 

@@ -72,6 +72,9 @@ def convert_mm_checkpoint(path: str, arch: str | dict, work_dir: str) -> str:
     # (the last stage went through the classifier's `norm`, which keeps its name)
     renamed, unused = {}, []
     last = len(depths) - 1
+    for key in [k for k in backbone if k.startswith(("proj_head.", "head."))]:  # the classifier's head
+        backbone.pop(key)
+        unused.append(key)
     for key in [k for k in backbone if k.startswith("extra_norm_list.")]:
         index, rest = key[len("extra_norm_list.") :].split(".", 1)
         value = backbone.pop(key)
@@ -83,7 +86,7 @@ def convert_mm_checkpoint(path: str, arch: str | dict, work_dir: str) -> str:
     state = {k: v for k, v in state.items() if not k.startswith("backbone.")} | renamed
     out = os.path.join(work_dir, "converted_" + os.path.basename(path))
     atomic_torch_save({"state_dict": state}, out)
-    dropped = f" (dropped, never used by the original: {', '.join(unused)})" if unused else ""
+    dropped = f" (dropped, unused by a dense model: {', '.join(unused)})" if unused else ""
     print_log(f"{path}: backbone renamed from the original layout by name{dropped}; loading {out}", logger="current")
     return out
 

@@ -130,5 +130,10 @@ def train(args: argparse.Namespace) -> None:
         if not osp.isfile(args.resume):
             raise SystemExit(f"--resume: checkpoint not found: {args.resume}")
         cfg.resume, cfg.load_from = True, args.resume
+    elif cfg.get("load_from"):  # fine-tuning from a detector/segmentor of the original release
+        from .mm import convert_mm_checkpoint
+
+        os.makedirs(cfg.work_dir, exist_ok=True)
+        cfg.load_from = convert_mm_checkpoint(cfg.load_from, cfg.model.backbone.arch, cfg.work_dir)
     os.makedirs(cfg.work_dir, exist_ok=True)
     Runner.from_cfg(cfg).train()

@@ -11,6 +11,7 @@ import torch
 from helpers import run_launcher
 from mmengine.config import Config
 from PIL import Image
+from torch import nn
 
 from nextvit.synthetic import ADE_SHAPE_LABELS, make_ade_dataset
 
@@ -211,6 +212,8 @@ def test_fpn_train_then_test_single_and_multi_scale(ade, tmp_path):
     assert len(predictions) == 2 and np.array(Image.open(predictions[0])).shape == (128, 160)
     multi = run("dist_test.sh", config, checkpoint, 1, "--eval", "mIoU", "mDice", "--aug-test", "--work-dir", work)
     assert re.search(r"aAcc: [\d.]+\s+mIoU: [\d.]+\s+mAcc: [\d.]+\s+mDice", multi.stdout)
+    # the model under test is SegTTAModel(module=the segmentor), printed in the config dump
+    assert "module=dict(" in multi.stdout and "module=dict(" not in single.stdout
 
 
 def test_upernet_train_two_gloo_processes_and_resume(ade, tmp_path):
@@ -263,7 +266,10 @@ def test_original_release_segmentor_checkpoints_are_renamed_by_name(ade, tmp_pat
             original[key.replace("backbone.extra_norms.", "backbone.extra_norm_list.")] = value
         elif not key.startswith("backbone."):
             original[key] = value
-    original["backbone.extra_norm_list.3.weight"] = torch.ones(256)  # created, never used
+    for name, value in nn.BatchNorm2d(256).state_dict().items():  # created, never used
+        original[f"backbone.extra_norm_list.3.{name}"] = value
+    original["backbone.proj_head.0.weight"] = torch.randn(1000, 256)  # the classifier's, unused here
+    original["backbone.proj_head.0.bias"] = torch.randn(1000)
     assert "backbone.norm.running_var" in original and "backbone.extra_norm_list.0.bias" in original
     path = tmp_path / "fpn_80k_nextvit_tiny.pth"
     torch.save({"state_dict": original, "meta": {"mmseg_version": "0.23.0"}}, path)
@@ -273,5 +279,12 @@ def test_original_release_segmentor_checkpoints_are_renamed_by_name(ade, tmp_pat
     for key, value in state.items():
         assert torch.equal(fresh.state_dict()[key], value), key
     tested = run("dist_test.sh", config, path, 1, "--work-dir", tmp_path / "w")
-    assert "renamed from the original layout" in tested.stdout and "extra_norm_list.3.weight" in tested.stdout
+    assert "renamed from the original layout" in tested.stdout and "extra_norm_list.3.running_var" in tested.stdout
+    assert "proj_head.0.weight" in tested.stdout and "unexpected key" not in tested.stdout
     assert "Iter(test) [2/2]" in tested.stdout
+    # fine-tuning from it: train.py converts a load_from of the original layout too
+    short = ["train_cfg.max_iters=1", "train_cfg.val_interval=1", "default_hooks.checkpoint.interval=1"]
+    short.append(f"load_from={path}")
+    trained = run("dist_train.sh", config, 1, "--work-dir", tmp_path / "ft", "--cfg-options", *short)
+    assert "renamed from the original layout" in trained.stdout and "unexpected key" not in trained.stdout
+    assert "Iter(train) [1/1]" in trained.stdout
