@@ -10,12 +10,13 @@ proposals), as mmdetection's own get_flops tool does.
 
 from __future__ import annotations
 
-import argparse
 from functools import partial
 
 import torch
 from mmengine.analysis import FlopAnalyzer, parameter_count
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
+
+from nextvit.mm_runner import flops_main
 
 
 def count(config: str, shape: tuple[int, int], cfg_options: dict | None = None, attention: bool = True) -> dict:
@@ -48,26 +49,15 @@ def count(config: str, shape: tuple[int, int], cfg_options: dict | None = None, 
                 backbone_params=sum(p.numel() for p in model.backbone.parameters()))  # fmt: skip
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("config")
-    parser.add_argument("--shape", type=int, nargs="+", default=[800, 1280], help="input height and width")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction)
-    args = parser.parse_args(argv)
-    if len(args.shape) not in (1, 2):
-        parser.error("--shape takes one side or a height and a width")
-    shape = (args.shape[0], args.shape[-1])
-    r = count(args.config, shape, args.cfg_options)
-    without = count(args.config, shape, args.cfg_options, attention=False)
-    print(f"config       {args.config}")
-    print(f"input        1x3x{shape[0]}x{shape[1]}")
-    print(
-        f"parameters   {r['params'] / 1e6:.2f} M ({r['trainable_params'] / 1e6:.2f} M trainable; backbone "
+def describe_params(r: dict) -> str:
+    return (
+        f"{r['params'] / 1e6:.2f} M ({r['trainable_params'] / 1e6:.2f} M trainable; backbone "
         f"{r['backbone_params'] / 1e6:.2f} M)"
     )
-    print(f"FLOPs        {r['flops'] / 1e9:.1f} G (backbone {r['backbone_flops'] / 1e9:.1f} G)")
-    print(f"             {without['flops'] / 1e9:.1f} G without the attention matrix products (as mmcv counted)")
-    return 0
+
+
+def main(argv=None) -> int:
+    return flops_main(argv, __doc__.split("\n")[0], count, (800, 1280), describe_params)
 
 
 if __name__ == "__main__":

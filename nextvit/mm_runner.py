@@ -8,7 +8,8 @@ in the metrics they name, so the rest lives here once:
 * `load_config`: the config with overrides merged, the launcher and work dir set;
 * `adapt_to_machine`: the same config runs on a machine without CUDA (gloo, DDP without device
   ids, fp32 instead of fp16 AMP, BatchNorm instead of SyncBatchNorm);
-* `train`: the whole of train.py.
+* `train`: the whole of train.py;
+* `flops_main`: the command line of get_flops.py, around each task's own counting function.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from __future__ import annotations
 import argparse
 import os
 import os.path as osp
+from collections.abc import Callable
 
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
 
 from .mm import allow_mmengine_checkpoints
 
-__all__ = ["adapt_to_machine", "load_config", "test_arg_parser", "train", "train_arg_parser"]
+__all__ = ["adapt_to_machine", "flops_main", "load_config", "test_arg_parser", "train", "train_arg_parser"]
 
 
 def _common_args(parser: argparse.ArgumentParser) -> None:
@@ -137,3 +139,29 @@ def train(args: argparse.Namespace) -> None:
         cfg.load_from = convert_mm_checkpoint(cfg.load_from, cfg.model.backbone.arch, cfg.work_dir)
     os.makedirs(cfg.work_dir, exist_ok=True)
     Runner.from_cfg(cfg).train()
+
+
+def flops_main(
+    argv: list[str] | None,
+    description: str,
+    count: Callable[..., dict],
+    default_shape: tuple[int, int],
+    describe_params: Callable[[dict], str],
+) -> int:
+    """get_flops.py: parameters, and FLOPs with and without the attention matrix products."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("config")
+    parser.add_argument("--shape", type=int, nargs="+", default=list(default_shape), help="input height and width")
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction)
+    args = parser.parse_args(argv)
+    if len(args.shape) not in (1, 2):
+        parser.error("--shape takes one side or a height and a width")
+    shape = (args.shape[0], args.shape[-1])
+    r = count(args.config, shape, args.cfg_options)
+    without = count(args.config, shape, args.cfg_options, attention=False)
+    print(f"config       {args.config}")
+    print(f"input        1x3x{shape[0]}x{shape[1]}")
+    print(f"parameters   {describe_params(r)}")
+    print(f"FLOPs        {r['flops'] / 1e9:.1f} G (backbone {r['backbone_flops'] / 1e9:.1f} G)")
+    print(f"             {without['flops'] / 1e9:.1f} G without the attention matrix products (as mmcv counted)")
+    return 0

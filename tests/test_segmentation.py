@@ -288,3 +288,14 @@ def test_original_release_segmentor_checkpoints_are_renamed_by_name(ade, tmp_pat
     trained = run("dist_train.sh", config, 1, "--work-dir", tmp_path / "ft", "--cfg-options", *short)
     assert "renamed from the original layout" in trained.stdout and "unexpected key" not in trained.stdout
     assert "Iter(train) [1/1]" in trained.stdout
+
+
+def test_get_flops_command_line_prints_both_counts(import_script, capsys):
+    get_flops = import_script("segmentation", "get_flops")
+    assert get_flops.main([str(FPN_CONFIGS[2]), "--shape", "256", "512"]) == 0
+    out = capsys.readouterr().out
+    assert "input        1x3x256x512" in out and "auxiliary head 0.00 M" in out
+    with_attention, without = re.findall(r"([\d.]+) G", out.split("FLOPs", 1)[1])[0:3:2]
+    assert float(without) < float(with_attention)
+    with pytest.raises(SystemExit):
+        get_flops.main([str(FPN_CONFIGS[2]), "--shape", "1", "2", "3"])
