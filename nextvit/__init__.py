@@ -15,13 +15,15 @@ from .checkpoint import (
 )
 from .factory import create_model, list_models
 from .folding import fold_batchnorm
-from .model import VARIANTS, NextViT, build_nextvit
+from .model import VARIANTS, NextViT, NextViTFeatures, build_nextvit, export_dynamic_shapes
 from .pretrained import PRETRAINED, get_pretrained_cfg
 
 __version__ = "0.1.0"
 
 __all__ = [
     "NextViT",
+    "NextViTFeatures",
+    "export_dynamic_shapes",
     "VARIANTS",
     "PRETRAINED",
     "CheckpointError",

@@ -111,6 +111,14 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.suffix in _SAFETENSORS_SUFFIXES:
         return _read_safetensors(path)
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head[:4] != b"PK\x03\x04" and head[:1] != b"\x80":
+        found = "an empty file" if not head else f"a file starting with {head!r}"
+        raise CheckpointError(
+            f"could not read checkpoint {path}: not a torch file (found {found}, neither a zip archive "
+            "nor a pickle; .safetensors files need that suffix)"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -118,7 +126,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
             f"{path} holds Python objects that a weights-only load refuses to unpickle ({err}). "
             "Re-save it as a plain state dict or as .safetensors."
         ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, KeyError, IndexError, TypeError, UnicodeError) as err:
         raise CheckpointError(f"could not read checkpoint {path}: truncated or not a torch file ({err})") from err
     meta: dict[str, str] = {}
     if isinstance(obj, Mapping):

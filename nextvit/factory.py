@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 
 from .checkpoint import checkpoint_is_folded, load_checkpoint, read_checkpoint
 from .folding import fold_batchnorm
-from .model import VARIANTS, NextViT, build_nextvit
-from .pretrained import PRETRAINED, download_pretrained, get_pretrained_cfg
+from .model import VARIANTS, NextViT, NextViTFeatures, build_nextvit
+from .pretrained import PRETRAINED, download_pretrained, get_pretrained_cfg, model_cfg
 
 __all__ = ["create_model", "list_models"]
 
@@ -29,8 +30,10 @@ def create_model(
     pretrained: bool = False,
     checkpoint_path: str | os.PathLike | None = None,
     num_classes: int = 1000,
+    features_only: bool = False,
+    out_indices: Sequence[int] = (0, 1, 2, 3),
     **kwargs,
-) -> NextViT:
+) -> NextViT | NextViTFeatures:
     """Build a Next-ViT by name ('nextvit_small', or 'nextvit_small.bd_in1k_384' for a release).
 
     Args:
@@ -40,19 +43,36 @@ def create_model(
             checkpoint gives a folded model. The classifier is dropped, and left freshly
             initialised, when `num_classes` differs from the checkpoint's.
         num_classes: classes of the head; 0 for a headless backbone.
-        **kwargs: architecture overrides (`drop_path_rate`, `kv_pool`, ...).
+        features_only: return a `NextViTFeatures` that outputs the stage maps of `out_indices`
+            (weights are loaded before the model is cut).
+        **kwargs: architecture overrides (`drop_path_rate`, `kv_pool`, `global_pool`, ...). A
+            checkpoint written by this package also sets `kv_pool` (the pooling it was trained
+            with) unless it is given here; a conflicting value is an error.
     """
     arch = name.split(".", 1)[0]
-    model = build_nextvit(arch, num_classes=num_classes, **kwargs)
-    model.variant = arch
+    release = None
+    if pretrained or "." in name:
+        release = get_pretrained_cfg(name)  # validates the tag even when no weights are loaded
     if pretrained and checkpoint_path is None:
-        checkpoint_path = download_pretrained(get_pretrained_cfg(name))
-    elif "." in name and not pretrained:
-        get_pretrained_cfg(name)  # validate the tag even when no weights are loaded
+        checkpoint_path = download_pretrained(release)
+    state = meta = None
     if checkpoint_path is not None:
         state, meta = read_checkpoint(checkpoint_path)
+        saved_pool = meta.get("kv_pool")
+        if saved_pool in ("1d", "2d"):
+            if kwargs.setdefault("kv_pool", saved_pool) != saved_pool:
+                raise ValueError(
+                    f"{checkpoint_path} was trained with kv_pool={saved_pool!r}, but kv_pool={kwargs['kv_pool']!r} "
+                    "was asked for; drop the argument to use the checkpoint's"
+                )
+    model = build_nextvit(arch, num_classes=num_classes, **kwargs)
+    model.variant = arch
+    model.pretrained_cfg = model.default_cfg = model_cfg(release, num_classes, model.in_chans)
+    if state is not None:
         if checkpoint_is_folded(state, meta):
             fold_batchnorm(model, inplace=True)
         report = load_checkpoint(model, checkpoint_path, strict=True)
         log.info(report.summary())
+    if features_only:
+        return NextViTFeatures(model, out_indices)
     return model

@@ -37,9 +37,10 @@ from .model import (
     NextConvBlock,
     NextTransformerBlock,
     PatchEmbed,
+    is_symbolic,
 )
 
-__all__ = ["fold_batchnorm", "has_batchnorm", "DeployConv2d", "DeployLinear"]
+__all__ = ["fold_batchnorm", "has_batchnorm", "DeployConv2d", "DeployLinear", "mkldnn_bf16_supported"]
 
 _BatchNorm = nn.modules.batchnorm._BatchNorm
 
@@ -60,32 +61,46 @@ def _mkldnn_usable() -> bool:
 _MKLDNN = _mkldnn_usable()
 
 
+def mkldnn_bf16_supported() -> bool:
+    """Whether oneDNN runs bfloat16 natively on this CPU (AVX512-BF16 or AMX); elsewhere bf16 convs
+    are emulated and slower than float32."""
+    try:
+        return _MKLDNN and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+_MKLDNN_BF16 = mkldnn_bf16_supported()
+
+
 class _PackedWeightCache:
     """Shared by the deploy layers: when to take the oneDNN path, and the packed weights it uses."""
 
-    weight: torch.Tensor
+    @torch.jit.unused
+    def _fast_dtype(self, x: torch.Tensor) -> torch.dtype | None:
+        """The dtype to run oneDNN in (float32, or bfloat16 for bf16 inputs or under CPU autocast
+        to bf16 where the CPU has bf16 units), or None for the plain PyTorch path."""
+        if is_symbolic() or torch.onnx.is_in_onnx_export():  # first: `x` may be a Proxy
+            return None
+        if not (_MKLDNN and torch.backends.mkldnn.enabled and x.device.type == "cpu" and not torch.is_grad_enabled()):
+            return None
+        dtype = x.dtype
+        if dtype == torch.float32 and torch.is_autocast_enabled("cpu"):
+            dtype = torch.get_autocast_dtype("cpu")
+        if dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return dtype
+        if dtype == torch.bfloat16 and _MKLDNN_BF16 and self.weight.dtype in (torch.float32, torch.bfloat16):
+            return dtype
+        return None
 
-    def _fast_path(self, x: torch.Tensor) -> bool:
-        return (
-            _MKLDNN
-            and torch.backends.mkldnn.enabled
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and self.weight.dtype == torch.float32
-            and not torch.is_grad_enabled()
-            and not torch.jit.is_scripting()
-            and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling()
-            and not torch.onnx.is_in_onnx_export()
-        )
-
-    def _cached(self, key: tuple, pack) -> torch.Tensor:
+    def _cached(self, key: tuple, pack, dtype: torch.dtype) -> torch.Tensor:
         version = (self.weight._version, self.weight.data_ptr())
+        key = (*key, dtype)
         hit = self._packed.get(key)
         if hit is None or hit[0] != version:
             if len(self._packed) >= 16:
                 self._packed.clear()
-            hit = self._packed[key] = (version, pack(self.weight.detach()))
+            hit = self._packed[key] = (version, pack(self.weight.detach().to(dtype)))
         return hit[1]
 
     def __getstate__(self):  # copies and pickles drop the packed weights: they are only a cache
@@ -106,6 +121,7 @@ class DeployConv2d(_PackedWeightCache, nn.Conv2d):
     def __init__(self, *args, fused_relu: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fused_relu = fused_relu
+        self.fuses_residual = True  # blocks test for this attribute (statically, in TorchScript)
         self._packed: dict = {}
 
     @classmethod
@@ -128,30 +144,36 @@ class DeployConv2d(_PackedWeightCache, nn.Conv2d):
         new.weight, new.bias = conv.weight, conv.bias
         return new.train(conv.training)
 
-    fuses_residual = True
-
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """relu?(conv(x)), plus `residual` when given (added after the ReLU)."""
-        if self._fast_path(x) and self.padding_mode == "zeros" and not isinstance(self.padding, str):
-            x = x.contiguous(memory_format=torch.channels_last)
-            geometry = (list(self.padding), list(self.stride), list(self.dilation), self.groups)
-            packed = self._cached(
-                tuple(x.shape[1:]),
-                lambda w: torch.ops.mkldnn._reorder_convolution_weight(w, *geometry, list(x.shape)),
-            )
-            if residual is None or self.fused_relu:
-                out = torch.ops.mkldnn._convolution_pointwise(
-                    x, packed, self.bias, *geometry, "relu" if self.fused_relu else "none", [], ""
-                )
-                return out if residual is None else residual + out
-            residual = residual.contiguous(memory_format=torch.channels_last)
-            return torch.ops.mkldnn._convolution_pointwise.binary(
-                x, residual, packed, self.bias, *geometry, "add", None, None, [], None
-            )
+        if not torch.jit.is_scripting():
+            dtype = self._fast_dtype(x)
+            if dtype is not None and self.padding_mode == "zeros" and not isinstance(self.padding, str):
+                return self._mkldnn_forward(x, residual, dtype)
         out = self._conv_forward(x, self.weight, self.bias)
         if self.fused_relu:
             out = F.relu(out, inplace=True)
         return out if residual is None else residual + out
+
+    @torch.jit.unused
+    def _mkldnn_forward(self, x: torch.Tensor, residual: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        x = x.to(dtype).contiguous(memory_format=torch.channels_last)
+        bias = None if self.bias is None else self.bias.to(dtype)
+        geometry = (list(self.padding), list(self.stride), list(self.dilation), self.groups)
+        packed = self._cached(
+            tuple(x.shape[1:]),
+            lambda w: torch.ops.mkldnn._reorder_convolution_weight(w, *geometry, list(x.shape)),
+            dtype,
+        )
+        if residual is None or self.fused_relu:
+            out = torch.ops.mkldnn._convolution_pointwise(
+                x, packed, bias, *geometry, "relu" if self.fused_relu else "none", [], ""
+            )
+            return out if residual is None else residual + out
+        residual = residual.to(dtype).contiguous(memory_format=torch.channels_last)
+        return torch.ops.mkldnn._convolution_pointwise.binary(
+            x, residual, packed, bias, *geometry, "add", None, None, [], None
+        )
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", fused_relu=True" if self.fused_relu else "")
@@ -177,11 +199,18 @@ class DeployLinear(_PackedWeightCache, nn.Linear):
         return new.train(linear.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._fast_path(x) and self.bias is not None:
-            rows = x.numel() // x.shape[-1]
-            packed = self._cached((rows,), lambda w: torch.ops.mkldnn._reorder_linear_weight(w, rows))
-            return torch.ops.mkldnn._linear_pointwise(x.contiguous(), packed, self.bias, "none", [], "")
+        if not torch.jit.is_scripting():
+            dtype = self._fast_dtype(x)
+            if dtype is not None and self.bias is not None:
+                return self._mkldnn_forward(x, dtype)
         return F.linear(x, self.weight, self.bias)
+
+    @torch.jit.unused
+    def _mkldnn_forward(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        rows = x.numel() // x.shape[-1]
+        packed = self._cached((rows,), lambda w: torch.ops.mkldnn._reorder_linear_weight(w, rows), dtype)
+        x = x.to(dtype).contiguous()
+        return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias.to(dtype), "none", [], "")
 
 
 def has_batchnorm(module: nn.Module) -> bool:

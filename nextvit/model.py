@@ -9,8 +9,6 @@ port (`stem.*`, `stages.S.blocks.B.*`, `norm.*`, `head.fc.*`), so checkpoints mo
 without renaming; `nextvit.checkpoint` maps the original ByteDance layout onto it by name.
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -18,7 +16,10 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx import _symbolic_trace
 from torch.utils.checkpoint import checkpoint
+
+from .pretrained import model_cfg
 
 __all__ = [
     "NextViT",
@@ -26,9 +27,14 @@ __all__ = [
     "NextTransformerBlock",
     "EfficientAttention",
     "ConvAttention",
+    "NextViTFeatures",
     "VARIANTS",
     "build_nextvit",
+    "export_dynamic_shapes",
 ]
+
+# FX symbolic tracing (torch >= 2.5 tells it apart from torch.export, which is_fx_tracing also covers)
+is_fx_tracing = getattr(_symbolic_trace, "is_fx_symbolic_tracing", _symbolic_trace.is_fx_tracing)
 
 NORM_EPS = 1e-5
 HEAD_DIM = 32
@@ -47,13 +53,15 @@ def _batch_norm(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=NORM_EPS)
 
 
-def _plus_residual(layer: nn.Module, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
-    """`residual + layer(x)`; the deploy convs of a folded model fuse the sum into the conv."""
-    if residual is None:
-        return layer(x)
-    if getattr(layer, "fuses_residual", False):
-        return layer(x, residual=residual)
-    return residual + layer(x)
+def is_symbolic() -> bool:
+    """True while shapes are symbolic: jit or FX tracing, torch.compile / torch.export.
+
+    Input checks and data-dependent branches step aside there (a Proxy or SymInt cannot be tested
+    in Python); in TorchScript the checks are compiled out instead (see `NextViT.forward_features`).
+    """
+    if torch.jit.is_scripting():
+        return False
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or is_fx_tracing()
 
 
 class DropPath(nn.Module):
@@ -67,7 +75,7 @@ class DropPath(nn.Module):
         if self.drop_prob == 0.0 or not self.training:
             return x
         keep = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        mask = x.new_empty([x.shape[0]] + [1] * (x.dim() - 1)).bernoulli_(keep)
         return x * mask.div_(keep)
 
     def extra_repr(self) -> str:
@@ -144,7 +152,12 @@ class ConvAttention(nn.Module):
         self.projection = nn.Conv2d(chs, chs, 1, bias=False)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        return _plus_residual(self.projection, self.act(self.norm(self.group_conv3x3(x))), residual)
+        x = self.act(self.norm(self.group_conv3x3(x)))
+        if residual is None:
+            return self.projection(x)
+        if hasattr(self.projection, "fuses_residual"):  # a folded model's conv adds the residual itself
+            return self.projection(x, residual)
+        return residual + self.projection(x)
 
 
 class ConvMlp(nn.Module):
@@ -160,8 +173,8 @@ class ConvMlp(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         hidden = self.drop(self.act(self.fc1(x)))
-        if residual is not None and not self.training:  # dropout is the identity: fuse the sum
-            return _plus_residual(self.fc2, hidden, residual)
+        if residual is not None and not self.training and hasattr(self.fc2, "fuses_residual"):
+            return self.fc2(hidden, residual)  # dropout is the identity: the folded conv adds the sum
         out = self.drop(self.fc2(hidden))
         return out if residual is None else residual + out
 
@@ -245,10 +258,10 @@ class EfficientAttention(nn.Module):
     def pool_tokens(self, tokens: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         """(B, N, C) tokens -> (B, M, C) pooled tokens for the keys and values."""
         s = self.sr_ratio
-        b, n, c = tokens.shape
+        b, n, c = tokens.shape[0], tokens.shape[1], tokens.shape[2]
         if self.kv_pool == "1d":
             m = n // (s * s)
-            if not torch.jit.is_tracing() and m == 0:
+            if not is_symbolic() and m == 0:
                 raise ValueError(
                     f"E-MHSA 1-D pooling needs at least {s * s} tokens, got {n} (feature map {hw[0]}x{hw[1]});"
                     " use a larger input"
@@ -259,13 +272,13 @@ class EfficientAttention(nn.Module):
         return grid.flatten(2).transpose(1, 2)
 
     def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
-        b, n, _ = t.shape
-        return t.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+        return t.view(t.shape[0], t.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
 
     def forward(self, tokens: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        b, n, c = tokens.shape
+        b, n, c = tokens.shape[0], tokens.shape[1], tokens.shape[2]
         if self.qkv is not None:  # fused, sr == 1
-            q, k, v = self.qkv(tokens).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            qkv = self.qkv(tokens).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv[0], qkv[1], qkv[2]
         else:
             q = self._split_heads(self.q(tokens))
             kv_tokens = tokens
@@ -276,7 +289,8 @@ class EfficientAttention(nn.Module):
                     kv_tokens = self.norm(kv_tokens.reshape(b * m, c)).view(b, m, c)
             if self.kv is not None:  # fused
                 m = kv_tokens.shape[1]
-                k, v = self.kv(kv_tokens).view(b, m, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+                kv = self.kv(kv_tokens).view(b, m, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+                k, v = kv[0], kv[1]
             else:
                 k, v = self._split_heads(self.k(kv_tokens)), self._split_heads(self.v(kv_tokens))
         drop = self.attn_drop if self.training else 0.0
@@ -347,8 +361,8 @@ class NextTransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)
-        b, c, h, w = x.shape
-        channels_last = not torch.jit.is_tracing() and x.is_contiguous(memory_format=torch.channels_last)
+        b, c, h, w = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+        channels_last = not is_symbolic() and x.is_contiguous(memory_format=torch.channels_last)
         normed = self.norm1(x)
         if channels_last:  # (B, C, H, W) stored as (B, H, W, C): tokens are a free view
             tokens = normed.permute(0, 2, 3, 1).reshape(b, h * w, c)
@@ -376,10 +390,11 @@ class NextStage(nn.Module):
         self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
-            for block in self.blocks:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
+        if not torch.jit.is_scripting():
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                for block in self.blocks:
+                    x = checkpoint(block, x, use_reentrant=False)
+                return x
         return self.blocks(x)
 
 
@@ -428,7 +443,12 @@ class NextViT(nn.Module):
         kv_pool: "1d" (original, default) or "2d" token pooling in E-MHSA, see `EfficientAttention`.
         drop_path_rate: stochastic depth, linear from 0 over all blocks.
         num_classes: classes of the linear head; 0 for no head.
+        global_pool: pooling before the head, timm's names: "avg" (the paper's), "max", "avgmax",
+            "catavgmax" (avg and max concatenated, twice the head's input width), or "" for none
+            (only without a head: `forward_head` then returns the final maps).
     """
+
+    __jit_unused_properties__ = ["is_folded"]  # TorchScript compiles properties unless told not to
 
     def __init__(
         self,
@@ -445,6 +465,7 @@ class NextViT(nn.Module):
         attn_drop_rate: float = 0.0,
         num_classes: int = 1000,
         in_chans: int = 3,
+        global_pool: str = "avg",
     ) -> None:
         super().__init__()
         if not 0.0 <= drop_path_rate < 1.0:
@@ -496,7 +517,12 @@ class NextViT(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.num_features = self.head_hidden_size = in_chs
         self.norm: nn.Module = _batch_norm(in_chs)
-        self.head = ClassifierHead(in_chs, num_classes, drop_rate)
+        self.head = ClassifierHead(in_chs, num_classes, drop_rate, global_pool)
+        self.global_pool = global_pool
+        # timm's data config (input size, crop, interpolation, mean/std, first conv, classifier);
+        # `create_model` replaces it by the chosen release's.
+        self.pretrained_cfg: dict = model_cfg(None, num_classes, in_chans)
+        self.default_cfg = self.pretrained_cfg
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -529,13 +555,18 @@ class NextViT(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the head with a fresh one for `num_classes` (0: no head, pooled features out;
         with `global_pool=''`, unpooled maps)."""
-        self.num_classes = num_classes
         self.head.reset(num_classes, global_pool)
+        self.num_classes = num_classes
+        self.global_pool = self.head.pool_type
 
+    @torch.jit.unused
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise a ValueError naming the problem when `x` is not a batch this model can take."""
-        if torch.jit.is_tracing() or torch.compiler.is_compiling():
-            return  # shapes are symbolic there; exporters check them on their own
+        """Raise a ValueError naming the problem when `x` is not a batch this model can take.
+
+        Skipped while shapes are symbolic (tracing, FX, export); exporters check them on their own.
+        """
+        if is_symbolic():
+            return
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"expected a torch.Tensor, got {type(x).__name__}")
         if x.ndim != 4:
@@ -549,7 +580,8 @@ class NextViT(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem, stages and final norm: (B, C, H, W) image -> (B, num_features, H/32, W/32) map."""
-        self.check_input(x)
+        if not torch.jit.is_scripting():
+            self.check_input(x)
         return self.norm(self.stages(self.stem(x)))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -607,23 +639,99 @@ class NextViT(nn.Module):
         return sorted(set(out))
 
 
-class ClassifierHead(nn.Module):
-    """Global average pool, dropout, linear (`head.fc`)."""
+def export_dynamic_shapes(batch: bool = True, max_side: int = 4096, max_batch: int = 1024) -> tuple[dict, ...]:
+    """`dynamic_shapes` for `torch.export.export(model, (images,), dynamic_shapes=...)` with a
+    dynamic height and width (and batch).
 
-    def __init__(self, in_chs: int, num_classes: int, drop_rate: float = 0.0) -> None:
+    The sides are multiples of 32, what mmdet and mmseg pad their inputs to: the stride-2 average
+    pools use ceil mode, whose output size guards on the remainder of each side, so a side that
+    is any integer cannot be expressed. The example input must have such sides too, and a batch of
+    at least 2 when the batch is dynamic (torch.export specialises a size of 1).
+    """
+    from torch.export import Dim
+
+    steps = max_side // 32
+    dims: dict = {2: 32 * Dim("h32", min=1, max=steps), 3: 32 * Dim("w32", min=1, max=steps)}
+    if batch:
+        dims[0] = Dim("batch", min=1, max=max_batch)
+    return (dims,)
+
+
+class FeatureInfo(list):
+    """The `feature_info` of a features-only model: one dict per returned map, with timm's accessors."""
+
+    def channels(self) -> list[int]:
+        return [f["num_chs"] for f in self]
+
+    def reduction(self) -> list[int]:
+        return [f["reduction"] for f in self]
+
+    def module_name(self) -> list[str]:
+        return [f["module"] for f in self]
+
+
+class NextViTFeatures(nn.Module):
+    """A Next-ViT cut to its stem and stages that returns the maps of `out_indices` (a list, strides
+    4/8/16/32 for indices 0-3); stages after the last one asked for are dropped.
+
+    What `create_model(..., features_only=True)` returns, as timm does; the stage modules keep their
+    names (`stem.*`, `stages.S.*`), so a classification checkpoint loads into it with the head and
+    final norm reported as unexpected keys.
+    """
+
+    def __init__(self, model: NextViT, out_indices: Sequence[int] = (0, 1, 2, 3)) -> None:
+        super().__init__()
+        take = model._stage_indices(list(out_indices))
+        self.out_indices: list[int] = take
+        self.in_chans = model.in_chans
+        self.stem = model.stem
+        self.stages = model.stages[: max(take) + 1]
+        self.feature_info = FeatureInfo(model.feature_info[i] for i in take)
+        self.pretrained_cfg = model.pretrained_cfg
+        self.default_cfg = self.pretrained_cfg
+        self._model_check = model.check_input
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if not torch.jit.is_scripting():
+            self._model_check(x)
+        x = self.stem(x)
+        maps: list[torch.Tensor] = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                maps.append(x)
+        return maps
+
+
+GLOBAL_POOLS = ("avg", "max", "avgmax", "catavgmax", "")
+
+
+class ClassifierHead(nn.Module):
+    """Global pool (average by default), dropout, linear (`head.fc`)."""
+
+    __jit_unused_properties__ = ["pooled_chs"]
+
+    def __init__(self, in_chs: int, num_classes: int, drop_rate: float = 0.0, global_pool: str = "avg") -> None:
         super().__init__()
         self.in_chs = in_chs
         self.pool_type = "avg"
         self.drop = nn.Dropout(drop_rate)
-        self.fc: nn.Module = nn.Linear(in_chs, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc: nn.Module = nn.Identity()
+        self.reset(num_classes, global_pool)
+
+    @property
+    def pooled_chs(self) -> int:
+        return 2 * self.in_chs if self.pool_type == "catavgmax" else self.in_chs
 
     def reset(self, num_classes: int, global_pool: str | None = None) -> None:
-        if global_pool is not None:
-            if global_pool not in ("avg", ""):
-                raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
-            self.pool_type = global_pool
+        pool = self.pool_type if global_pool is None else global_pool
+        if pool not in GLOBAL_POOLS:
+            raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {pool!r}")
+        if pool == "" and num_classes > 0:
+            raise ValueError("global_pool='' (no pooling) needs num_classes=0: a linear head needs pooled features")
+        self.pool_type = pool
         if num_classes > 0:
-            fc = nn.Linear(self.in_chs, num_classes)
+            fc = nn.Linear(self.pooled_chs, num_classes)
             nn.init.trunc_normal_(fc.weight, std=0.02)
             nn.init.zeros_(fc.bias)
             self.fc = fc
@@ -633,6 +741,12 @@ class ClassifierHead(nn.Module):
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.pool_type == "avg":
             x = x.mean((2, 3))
+        elif self.pool_type == "max":
+            x = x.amax((2, 3))
+        elif self.pool_type == "avgmax":
+            x = 0.5 * (x.mean((2, 3)) + x.amax((2, 3)))
+        elif self.pool_type == "catavgmax":
+            x = torch.cat([x.mean((2, 3)), x.amax((2, 3))], dim=1)
         x = self.drop(x)
         return x if pre_logits else self.fc(x)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PretrainedCfg", "PRETRAINED", "get_pretrained_cfg", "download_pretrained"]
+__all__ = ["PretrainedCfg", "PRETRAINED", "get_pretrained_cfg", "download_pretrained", "model_cfg"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -169,6 +169,32 @@ def get_pretrained_cfg(name: str) -> PretrainedCfg:
     if key not in PRETRAINED:
         raise ValueError(f"no released weights named {name!r}; available: {', '.join(PRETRAINED)}")
     return PRETRAINED[key]
+
+
+def model_cfg(cfg: PretrainedCfg | None, num_classes: int = 1000, in_chans: int = 3) -> dict:
+    """timm's `pretrained_cfg` dict for a model: the release's data settings, or the defaults that
+    every release shares (224, bicubic, crop 0.875, ImageNet mean/std) for a model built without one.
+
+    `timm.data.resolve_data_config(model=...)` and timm-style tooling read it.
+    """
+    size = cfg.input_size if cfg is not None else 224
+    return {
+        "architecture": cfg.arch if cfg is not None else None,
+        "tag": cfg.tag if cfg is not None else None,
+        "hf_hub_id": cfg.hf_hub_id if cfg is not None else None,
+        "url": cfg.url if cfg is not None else "",
+        "num_classes": num_classes,
+        "input_size": (in_chans, size, size),
+        "pool_size": (size // 32, size // 32),
+        "crop_pct": cfg.crop_pct if cfg is not None else 0.875,
+        "crop_mode": "center",
+        "interpolation": cfg.interpolation if cfg is not None else "bicubic",
+        "mean": cfg.mean if cfg is not None else IMAGENET_MEAN,
+        "std": cfg.std if cfg is not None else IMAGENET_STD,
+        "first_conv": "stem.0.conv",
+        "classifier": "head.fc",
+        "license": "apache-2.0",
+    }
 
 
 def download_pretrained(cfg: PretrainedCfg) -> Path:

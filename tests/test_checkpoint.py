@@ -118,6 +118,33 @@ def test_truncated_file_gives_a_clear_error(small_calibrated, tmp_path):
             nextvit.create_model("nextvit_small", checkpoint_path=cut)
 
 
+@pytest.mark.parametrize(
+    "content,found",
+    [(b"", "an empty file"), (b"epoch 3 acc 81.2\n", "b'epoc'"), (bytes(range(7, 250)) * 8, r"b'\\x07")],
+)
+def test_a_file_that_is_not_a_checkpoint_gets_a_clear_error(tmp_path, content, found):
+    path = tmp_path / "weights.pth"
+    path.write_bytes(content)
+    with pytest.raises(
+        nextvit.CheckpointError, match=f"could not read checkpoint .*weights.pth: not a torch file.*{found}"
+    ):
+        nextvit.create_model("nextvit_tiny", checkpoint_path=path)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_checkpoint_keeps_its_kv_pooling(tmp_path, suffix):
+    torch.manual_seed(0)
+    model_2d = randomize_and_calibrate(nextvit.create_model("nextvit_tiny", num_classes=10, kv_pool="2d"))
+    path = nextvit.save_checkpoint(model_2d, tmp_path / f"tiny_2d{suffix}")
+    reloaded = nextvit.create_model("nextvit_tiny", num_classes=10, checkpoint_path=path).eval()
+    assert reloaded.kv_pool == "2d"
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        assert torch.equal(reloaded(x), model_2d(x))
+    with pytest.raises(ValueError, match="trained with kv_pool='2d'"):
+        nextvit.create_model("nextvit_tiny", num_classes=10, checkpoint_path=path, kv_pool="1d")
+
+
 def test_missing_file_names_the_path(tmp_path):
     with pytest.raises(nextvit.CheckpointError, match="checkpoint not found: .*nope.pth"):
         nextvit.create_model("nextvit_small", checkpoint_path=tmp_path / "nope.pth")

@@ -158,7 +158,9 @@ def test_reset_classifier():
     model.reset_classifier(0, global_pool="")
     assert model(x).shape == (1, model.num_features, 2, 2)
     with pytest.raises(ValueError, match="global_pool"):
-        model.reset_classifier(0, global_pool="max")
+        model.reset_classifier(0, global_pool="mean")
+    with pytest.raises(ValueError, match="needs num_classes=0"):
+        model.reset_classifier(5, global_pool="")
 
 
 @pytest.mark.parametrize("name", ["nextvit_small", "nextvit_base", "nextvit_large"])
