@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 import time
 from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
-from timm.utils import accuracy
 
-__all__ = ["NonFiniteLossError", "Progress", "train_one_epoch", "evaluate"]
+__all__ = ["NonFiniteLossError", "Progress", "distributed_eval_share", "evaluate", "train_one_epoch"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -27,6 +25,11 @@ class Progress:
         self.stream = stream or sys.stdout
         self.tty = self.enabled and self.stream.isatty()
         self.start = time.perf_counter()
+
+    def due(self, step: int) -> bool:
+        """Whether `step` gets a line of its own: callers read values back from the GPU only then."""
+        done = step + 1
+        return self.enabled and (done % self.every == 0 or done == self.total)
 
     def update(self, step: int, **values: float) -> None:
         if not self.enabled:
@@ -80,10 +83,19 @@ def train_one_epoch(
     print_freq: int = 10,
     log_enabled: bool = True,
 ) -> dict:
-    """Train for one epoch; raise NonFiniteLossError (naming epoch and step) on a NaN/inf loss."""
+    """Train for one epoch; raise NonFiniteLossError (naming epoch and step) on a NaN/inf loss.
+
+    The loop never waits for the GPU: losses are summed on the device and read back only at
+    logging steps and at the end of the epoch, where a non-finite loss is also caught (so within
+    `print_freq` steps of the one that produced it, which the error names).
+    """
     model.train()
     progress = Progress(len(loader), f"Epoch: [{epoch}]", print_freq, log_enabled)
-    loss_sum, seen, start = 0.0, 0, time.perf_counter()
+    # on the device: loss sum, first non-finite step (-1: none yet), the loss there
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    bad_step = torch.full((), -1, dtype=torch.float64, device=device)
+    bad_loss = torch.zeros((), dtype=torch.float64, device=device)
+    seen, total, start = 0, 0.0, time.perf_counter()
     for step, (images, targets) in enumerate(loader):
         images = images.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
@@ -91,9 +103,6 @@ def train_one_epoch(
             images, targets = mixup_fn(images, targets)
         with _autocast(device, amp_dtype):
             loss = criterion(model(images), targets)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise NonFiniteLossError(f"loss is {loss_value} at epoch {epoch}, step {step}: training stopped")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -109,15 +118,37 @@ def train_one_epoch(
             optimizer.step()
         if model_ema is not None:
             model_ema.update(model)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        loss_sum += loss_value * images.shape[0]
+        value = loss.detach().double()
+        first_bad = (bad_step < 0) & ~torch.isfinite(value)
+        bad_step = torch.where(first_bad, float(step), bad_step)
+        bad_loss = torch.where(first_bad, value, bad_loss)
+        loss_sum += value * images.shape[0]
         seen += images.shape[0]
-        progress.update(step, loss=loss_value, lr=optimizer.param_groups[0]["lr"])
+        if (step + 1) % max(1, print_freq) == 0 or step + 1 == len(loader):  # the same steps on every rank
+            # one read-back (it waits for the GPU); the last step's also ends the epoch's timing
+            last, total, bad_at, bad_value = torch.stack([value, loss_sum, bad_step, bad_loss]).tolist()
+            _raise_if_non_finite(bad_at, bad_value, epoch)
+            progress.update(step, loss=last, avg=total / seen, lr=optimizer.param_groups[0]["lr"])
     elapsed = time.perf_counter() - start
-    mean_loss, images_per_s = _reduce_mean([loss_sum / max(1, seen), seen / elapsed], device)
+    mean_loss, images_per_s = _reduce_mean([total / max(1, seen), seen / elapsed], device)
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     return dict(loss=mean_loss, lr=optimizer.param_groups[0]["lr"], images_per_s=images_per_s * world, time=elapsed)
+
+
+def _raise_if_non_finite(bad_step: float, bad_loss: float, epoch: int) -> None:
+    if bad_step >= 0:
+        raise NonFiniteLossError(f"loss is {bad_loss} at epoch {epoch}, step {int(bad_step)}: training stopped")
+
+
+def distributed_eval_share(dataset_size: int, num_replicas: int, rank: int) -> int:
+    """How many of the samples a DistributedSampler (drop_last=False) gives `rank` are real ones.
+
+    The sampler pads the index list to a multiple of the world size with indices from its start;
+    the padded positions, global position >= dataset_size, are the last ones of the ranks that
+    get them (rank r holds global positions r, r + world, ...). Counting only the first
+    `distributed_eval_share(...)` samples of each rank counts every image exactly once.
+    """
+    return len(range(rank, dataset_size, num_replicas))
 
 
 @torch.no_grad()
@@ -129,27 +160,40 @@ def evaluate(
     print_freq: int = 10,
     log_enabled: bool = True,
     distributed: bool = False,
+    count_first: int | None = None,
 ) -> dict:
-    """Top-1, top-5 and cross-entropy loss over the loader (summed over ranks when `distributed`)."""
-    criterion = torch.nn.CrossEntropyLoss(reduction="sum")
+    """Top-1, top-5 and cross-entropy loss over the loader (summed over ranks when `distributed`).
+
+    `count_first`: count only this many leading samples of the loader (the rest are a distributed
+    sampler's padding, see `distributed_eval_share`). Sums stay on the device until the end.
+    """
     model.eval()
     progress = Progress(len(loader), "Test:", print_freq, log_enabled)
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count
+    offset = 0
     for step, (images, targets) in enumerate(loader):
-        images = images.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
+        n = images.shape[0]
+        keep = n if count_first is None else max(0, min(n, count_first - offset))
+        offset += n
+        if keep == 0:
+            continue  # padding only: nothing to count
+        images = images[:keep].to(device, non_blocking=True)
+        targets = targets[:keep].to(device, non_blocking=True)
         with _autocast(device, amp_dtype):
             output = model(images)
         output = output.float()
-        top1, top5 = accuracy(output, targets, topk=(1, min(5, output.shape[1])))
-        n = images.shape[0]
-        totals += torch.tensor(
-            [criterion(output, targets).item(), top1.item() * n / 100, top5.item() * n / 100, n],
-            dtype=torch.float64,
-            device=device,
-        )
-        progress.update(step, acc1=100 * totals[1].item() / totals[3].item())
+        k = min(5, output.shape[1])
+        top = output.topk(k, dim=1).indices
+        hits = top.eq(targets[:, None])
+        loss = torch.nn.functional.cross_entropy(output, targets, reduction="sum")
+        totals += torch.stack([loss.double(), hits[:, 0].sum().double(), hits.sum().double(), totals.new_tensor(keep)])
+        if progress.due(step) or step + 1 == len(loader):
+            top1, count = totals[1].item(), totals[3].item()
+            progress.update(step, acc1=100 * top1 / max(1.0, count))
     if distributed and dist.is_available() and dist.is_initialized():
         dist.all_reduce(totals)
     loss, top1, top5, count = totals.tolist()
-    return dict(loss=loss / count, acc1=100 * top1 / count, acc5=100 * top5 / count, images=int(count))
+    denominator = max(1.0, count)
+    return dict(
+        loss=loss / denominator, acc1=100 * top1 / denominator, acc5=100 * top5 / denominator, images=int(count)
+    )

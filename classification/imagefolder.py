@@ -10,6 +10,7 @@ import argparse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import torch.distributed as dist
 from PIL import Image
 from timm.data import create_transform
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -76,14 +77,32 @@ def _readable(path: str) -> bool:
         return False
 
 
-def drop_unreadable(dataset: datasets.ImageFolder, workers: int = 8) -> list[str]:
-    """Decode every image once and remove those that fail; return their paths."""
-    paths = [p for p, _ in dataset.samples]
+def find_unreadable(paths: list[str], workers: int = 8) -> list[str]:
+    """The paths PIL cannot decode, in their order; in a distributed run every image is decoded once.
+
+    Each process decodes its share (every world-size-th path) and the lists are gathered, so all
+    processes get the same complete list for the cost of one pass over the dataset, split among them.
+    """
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    mine = paths[rank::world]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        ok = list(pool.map(_readable, paths, chunksize=64))
-    bad = [p for p, good in zip(paths, ok) if not good]
+        ok = list(pool.map(_readable, mine, chunksize=64))
+    bad = [p for p, good in zip(mine, ok) if not good]
+    if distributed:
+        shares: list[list[str] | None] = [None] * world
+        dist.all_gather_object(shares, bad)
+        found = {p for share in shares for p in share}
+        bad = [p for p in paths if p in found]
+    return bad
+
+
+def drop_unreadable(dataset: datasets.ImageFolder, workers: int = 8) -> list[str]:
+    """Remove the images that fail to decode (see `find_unreadable`); return their paths."""
+    bad = find_unreadable([p for p, _ in dataset.samples], workers)
     if bad:
-        keep = [s for s, good in zip(dataset.samples, ok) if good]
+        unreadable = set(bad)
+        keep = [s for s in dataset.samples if s[0] not in unreadable]
         dataset.samples = dataset.imgs = keep
         dataset.targets = [t for _, t in keep]
     return bad

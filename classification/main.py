@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
-from engine import NonFiniteLossError, evaluate, train_one_epoch
+from engine import NonFiniteLossError, distributed_eval_share, evaluate, train_one_epoch
 from imagefolder import DataError, build_dataset, check_image_folder
 from timm.data import Mixup
 from timm.data.distributed_sampler import RepeatAugSampler
@@ -148,6 +148,12 @@ def init_distributed(args) -> None:
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=30))
 
 
+def configure_backends(device: torch.device) -> None:
+    """cuDNN autotuning, as the original trainer had: input sizes are fixed, so the search pays off."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
 def is_main(args) -> bool:
     return args.rank == 0
 
@@ -261,6 +267,7 @@ def measure_throughput(model, args, device, batches: int = 30) -> float:
 def main(args) -> int:
     init_distributed(args)
     device = torch.device(args.device)
+    configure_backends(device)
     seed = args.seed + args.rank
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -288,10 +295,14 @@ def main(args) -> int:
     except DataError as err:
         raise SystemExit(f"data error: {err}") from None
 
-    if args.distributed and args.dist_eval:
+    dist_eval = args.distributed and args.dist_eval
+    if dist_eval:
+        # the sampler pads the val set to a multiple of the world size; the padding is not counted
         sampler_val = torch.utils.data.DistributedSampler(dataset_val, shuffle=False)
+        count_first = distributed_eval_share(len(dataset_val), args.world_size, args.rank)
     else:
         sampler_val = torch.utils.data.SequentialSampler(dataset_val)
+        count_first = None
     loader_val = torch.utils.data.DataLoader(
         dataset_val,
         sampler=sampler_val,
@@ -323,7 +334,8 @@ def main(args) -> int:
             dtype,
             args.print_freq,
             is_main(args),
-            distributed=args.distributed and args.dist_eval,
+            distributed=dist_eval,
+            count_first=count_first,
         )
         log(
             args,
@@ -484,7 +496,8 @@ def main(args) -> int:
             dtype,
             args.print_freq,
             is_main(args),
-            distributed=args.distributed and args.dist_eval,
+            distributed=dist_eval,
+            count_first=count_first,
         )
         is_best = test_stats["acc1"] > best_acc1
         best_acc1 = max(best_acc1, test_stats["acc1"])
@@ -510,7 +523,8 @@ def main(args) -> int:
                 dtype,
                 args.print_freq,
                 False,
-                distributed=args.distributed and args.dist_eval,
+                distributed=dist_eval,
+                count_first=count_first,
             )["acc1"]
         if output_dir and is_main(args):
             state = dict(

@@ -21,9 +21,11 @@ the median and quartiles and the ratio to the first model of `--models`. Modes:
 * tensorrt: the folded model as a TensorRT engine (where TensorRT and a GPU exist; skipped otherwise).
 
 dtypes: float32; bfloat16 and float16 for the PyTorch modes; float16 for TensorRT (an fp16 engine,
-the paper's setting). The compute floor is the model's FLOPs divided
-by the fp32 matrix-multiply rate this machine reaches in a large GEMM: no fp32 implementation can
-beat it by much. Every row records the machine, library versions, threads, dtype, batch,
+the paper's setting). The compute floor of a row is the model's FLOPs (counted once, on the CPU)
+divided by the matrix-multiply rate this device reaches in a large GEMM of the row's dtype: no
+implementation in that dtype can beat it by much. On CUDA, ONNX Runtime runs with its input and
+outputs bound to GPU memory (IO binding), so its rows, like the PyTorch and TensorRT ones, hold no
+host-device copies. Every row records the machine, library versions, threads, dtype, batch,
 resolution, warm-up and run counts, and the git commit.
 """
 
@@ -97,22 +99,52 @@ def machine_info(device: str = "cpu") -> dict:
     return info
 
 
-def gemm_gflops(size: int = 2048, repeats: int = 10, device: str = "cpu") -> float:
-    """The best fp32 matrix-multiply rate this device reaches (GFLOP/s, 2 FLOPs per MAC)."""
-    if device == "cuda":
-        size *= 4
-    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+def gemm_gflops(
+    size: int = 2048, repeats: int = 10, device: str = "cpu", dtype: torch.dtype = torch.float32, budget_s: float = 3.0
+) -> float:
+    """The best matrix-multiply rate this device reaches in `dtype` (GFLOP/s, 2 FLOPs per MAC).
+
+    Half-precision rows need a half-precision rate: on GPUs (tensor cores) and on CPUs with AMX it
+    is many times the fp32 one, on CPUs without bf16/fp16 kernels a small fraction of it. The
+    matrix grows from 256 up to `size` (4x that on CUDA) while a product takes under a
+    twentieth of `budget_s`, so a slow dtype is measured in seconds, not minutes.
+    """
+    limit = size * 4 if device == "cuda" else size
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for _ in range(2):
-        a @ b
-    sync()
-    best = float("inf")
-    for _ in range(repeats):
+
+    def product_seconds(a, b) -> float:
         start = time.perf_counter()
         a @ b
         sync()
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
+        return time.perf_counter() - start
+
+    n = min(256, limit)
+    while True:
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
+        product_seconds(a, b)  # warm-up
+        if n * 2 > limit or product_seconds(a, b) > budget_s / 20:
+            break
+        n *= 2
+    best, spent = float("inf"), 0.0
+    for _ in range(max(1, repeats)):
+        took = product_seconds(a, b)
+        best, spent = min(best, took), spent + took
+        if spent > budget_s:
+            break
+    return 2 * n**3 / best / 1e9
+
+
+def floor_ms(flops: float, batch: int, gflops_rate: float | None) -> float | None:
+    """The compute floor of one batch in ms, or None where it is unknown (no FLOPs count, no rate)."""
+    if not flops or not gflops_rate:
+        return None
+    return round(2 * flops * batch / (gflops_rate * 1e9) * 1e3, 2)
+
+
+def combination_exists(mode: str, dtype: str) -> bool:
+    """ONNX Runtime is timed in float32; TensorRT builds float32 or float16 engines."""
+    return not ((mode == "onnxruntime" and dtype != "float32") or (mode == "tensorrt" and dtype == "bfloat16"))
 
 
 class Timed:
@@ -185,6 +217,35 @@ def _torch_fn(model, x, channels_last=False, compile_model=False):
     return run, x
 
 
+def ort_bound_run(session, x: torch.Tensor) -> Callable:
+    """A call that runs `session` on `x` in place: the input is bound to x's memory, the outputs to its device.
+
+    On CUDA this keeps the host-device copies `session.run` makes (numpy in, numpy out) out of the
+    timing, as they are out of the PyTorch and TensorRT rows. The call returns the output OrtValues.
+    """
+    import numpy as np
+
+    binding = session.io_binding()
+    device_type, device_id = x.device.type, x.device.index or 0
+    element_type = {torch.float32: np.float32, torch.float16: np.float16}[x.dtype]
+    binding.bind_input(
+        name=session.get_inputs()[0].name,
+        device_type=device_type,
+        device_id=device_id,
+        element_type=element_type,
+        shape=tuple(x.shape),
+        buffer_ptr=x.data_ptr(),
+    )
+    for output in session.get_outputs():
+        binding.bind_output(output.name, device_type, device_id)
+
+    def run(_=None):
+        session.run_with_iobinding(binding)
+        return binding.get_outputs()
+
+    return run
+
+
 def _onnx_fn(model, x, workdir: Path, tag: str, device: str):
     import onnxruntime as ort
 
@@ -192,11 +253,13 @@ def _onnx_fn(model, x, workdir: Path, tag: str, device: str):
     torch.onnx.export(model, (x,), str(path), opset_version=17, dynamo=False, input_names=["input"])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
-    providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-    if providers[0] not in ort.get_available_providers():
-        raise RuntimeError(f"this onnxruntime has no {providers[0]} (it would fall back silently)")
-    session = ort.InferenceSession(str(path), opts, providers=providers)
-    return (lambda inp: session.run(None, {"input": inp})), x.numpy()
+    provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
+    if provider not in ort.get_available_providers():
+        raise RuntimeError(f"this onnxruntime has no {provider} (it would fall back silently)")
+    options = {"device_id": torch.cuda.current_device()} if device == "cuda" else {}
+    session = ort.InferenceSession(str(path), opts, providers=[(provider, options)])
+    inp = x.to(device).contiguous()  # kept alive by the Timed that holds it: the binding points into it
+    return ort_bound_run(session, inp), inp
 
 
 def tensorrt_unavailable(device: str) -> str | None:
@@ -230,15 +293,17 @@ def make_timed(spec: str, model, mode: str, dtype: str, x: torch.Tensor, workdir
     """One model in one mode, ready to time; None where the combination does not exist."""
     sync = torch.cuda.synchronize if device == "cuda" else None
     tag = spec.replace(":", "_")
-    if (mode == "onnxruntime" and dtype != "float32") or (mode == "tensorrt" and dtype == "bfloat16"):
-        return None  # ONNX Runtime is timed in float32; TensorRT builds float32 or float16 engines
+    if not combination_exists(mode, dtype):
+        return None
     if mode == "onnxruntime":
         fn, inp = _onnx_fn(fold(spec, model), x, workdir, tag, device)
-        return Timed(spec, fn, inp)
+        return Timed(spec, fn, inp, sync=sync)
     if mode == "tensorrt":
         fn, inp = _tensorrt_fn(fold(spec, model), x, workdir, tag, fp16=dtype == "float16")
         return Timed(spec, fn, inp, sync=torch.cuda.synchronize)  # waits for every stream, the engine's too
-    net = model if mode == "eager" else fold(spec, model)
+    # a copy in every mode: `.to()` works in place, and the shared model must stay float32 on the CPU
+    # for the next mode, input size and FLOPs count
+    net = copy.deepcopy(model) if mode == "eager" else fold(spec, model)
     net = net.to(device=device, dtype=DTYPES[dtype])
     kwargs = dict(channels_last=mode == "folded_cl", compile_model=mode == "compile")
     fn, inp = _torch_fn(net, x.to(device=device, dtype=DTYPES[dtype]), **kwargs)
@@ -251,6 +316,12 @@ def _flops_or_zero(model: torch.nn.Module, size: int) -> float:
         return count_flops(model, size)
     except Exception:  # noqa: BLE001
         return 0.0
+
+
+def gemm_dtypes(args: argparse.Namespace) -> list[str]:
+    """The dtypes whose GEMM rate some row's floor needs."""
+    needed = {d for m in args.modes for d in args.dtypes if combination_exists(m, d)}
+    return [dtype for dtype in DTYPES if dtype in needed]
 
 
 def base_name(spec: str) -> str:
@@ -297,13 +368,16 @@ def run(args: argparse.Namespace) -> dict:
         models[spec] = build_model(spec, shared)
         if not spec.startswith("timm:"):
             ours_state[spec] = models[spec].state_dict()
-    gemm = gemm_gflops(device=args.device)
+    # FLOPs once per model and size, before any timing, on the CPU float32 models (never moved)
+    flops = {(spec, size): _flops_or_zero(m, size) for size in args.input_sizes for spec, m in models.items()}
+    gemm = {dtype: gemm_gflops(device=args.device, dtype=DTYPES[dtype]) for dtype in gemm_dtypes(args)}
     skip = {"tensorrt": tensorrt_unavailable(args.device)} if "tensorrt" in args.modes else {}
     print(f"# {info['cpu']}, {info['logical_cores']} logical cores, {info['torch_threads']} torch threads"
           + (f", {info['gpu']}" if args.device == "cuda" else ""))  # fmt: skip
     print("# " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + f", commit {info['git_commit']}")
-    print(f"# fp32 GEMM rate here {gemm:.0f} GFLOP/s; warm-up {args.warmup} calls, then timed calls in alternation")
-    print(f"# median [p25-p75] ms per batch; ratio: to {args.models[0]}")
+    rates = ", ".join(f"{dtype} {rate:.4g}" for dtype, rate in gemm.items())
+    print(f"# GEMM rate here (GFLOP/s): {rates}; warm-up {args.warmup} calls, then timed calls in alternation")
+    print(f"# median [p25-p75] ms per batch; ratio: to {args.models[0]}; /floor: to FLOPs / GEMM rate of the dtype")
     for mode, why in skip.items():
         if why:
             print(f"# {mode}: skipped ({why})")
@@ -311,10 +385,10 @@ def run(args: argparse.Namespace) -> dict:
     rows, failed = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.input_sizes:
-            flops = {spec: _flops_or_zero(m, size) for spec, m in models.items()}
             for batch in args.batch_sizes:
                 x = torch.randn(batch, 3, size, size)
-                gemm = max(gemm, gemm_gflops(device=args.device))  # the best rate seen so far: a shared machine drifts
+                for dtype in gemm:  # the best rate seen so far: a shared machine drifts
+                    gemm[dtype] = max(gemm[dtype], gemm_gflops(device=args.device, dtype=DTYPES[dtype]))
                 runs = max(5, args.runs // max(1, batch // 2) // (2 if size > 300 else 1))
                 print(f"\n{size}x{size}, batch {batch}", flush=True)
                 for dtype in args.dtypes:
@@ -343,19 +417,21 @@ def run(args: argparse.Namespace) -> dict:
                         reference = timed[0].summary()["median_ms"]
                         for t in timed:
                             row = dict(model=t.name, mode=mode, dtype=dtype, device=args.device, batch=batch,
-                                       input_size=size, warmup=args.warmup, gflops=round(flops[t.name] / 1e9, 4),
-                                       **t.summary())  # fmt: skip
+                                       input_size=size, warmup=args.warmup,
+                                       gflops=round(flops[t.name, size] / 1e9, 4), **t.summary())  # fmt: skip
                             row["ratio_to_first"] = round(row["median_ms"] / reference, 3)
-                            row["floor_ms"] = round(2 * flops[t.name] * batch / (gemm * 1e9) * 1e3, 2)
+                            row["floor_ms"] = floor_ms(flops[t.name, size], batch, gemm[dtype])
                             rows.append(row)
+                            to_floor = f"{row['median_ms'] / row['floor_ms']:.2f}" if row["floor_ms"] else "n/a"
                             print(f"  {mode:<12} {dtype:<9} {t.name:<26} {row['median_ms']:9.1f} "
                                   f"[{row['p25_ms']:.1f}-{row['p75_ms']:.1f}]   ratio {row['ratio_to_first']:.3f}"
-                                  f"   /floor {row['median_ms'] / row['floor_ms']:.2f}", flush=True)  # fmt: skip
+                                  f"   /floor {to_floor}", flush=True)  # fmt: skip
                         torch._dynamo.reset()
 
-    for row in rows:  # floors against the best GEMM rate seen in the whole run
-        row["floor_ms"] = round(2 * row["gflops"] * 1e9 * row["batch"] / (gemm * 1e9) * 1e3, 2)
-    return dict(models=args.models, gemm_gflops=round(gemm, 1), machine=info, skipped=skip, failed=failed, rows=rows)
+    for row in rows:  # floors against the best GEMM rate of their dtype seen in the whole run
+        row["floor_ms"] = floor_ms(flops[row["model"], row["input_size"]], row["batch"], gemm[row["dtype"]])
+    gemm = {dtype: float(f"{rate:.4g}") for dtype, rate in gemm.items()}
+    return dict(models=args.models, gemm_gflops=gemm, machine=info, skipped=skip, failed=failed, rows=rows)
 
 
 def write_csv(result: dict, path: Path) -> None:

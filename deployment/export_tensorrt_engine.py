@@ -20,8 +20,12 @@ Steps:
    (its accuracy is meaningless).
 4. Check: the engine runs on the same input as PyTorch and the largest difference is compared
    with `--atol + --rtol * max|reference|` (defaults by datatype; int8 is reported, not enforced).
-5. Profile (`--profile`): trtexec's performance summary (mean, median, p99 latency, throughput),
-   or CUDA-event timings with the Python API alone.
+5. Profile (`--profile`): by the TensorRT that built the engine (an engine loads only in the
+   TensorRT version that built it): trtexec's performance summary (mean, median, p99 latency,
+   throughput) for a trtexec-built engine, CUDA-event timings through the Python runtime for one
+   built by the Python API, whatever trtexec is on PATH. `--threads N` (trtexec's `--infStreams`
+   from TensorRT 10, `--streams` before) and `--dumpProfile` are trtexec's, so with them `auto`
+   builds with trtexec.
 
 `<engine>.json` records all of it. Exit status: 0 success, 1 check failed, 2 usage, 3 no TensorRT
 or no GPU here. Runs from any directory.
@@ -188,6 +192,13 @@ def parse_trtexec_version(text: str) -> str | None:
     return None
 
 
+def tensorrt_major(version: str | None) -> int | None:
+    """10 from '10.3.0'; None when unknown."""
+    if not version or not (m := re.match(r"(\d+)", version)):
+        return None
+    return int(m.group(1))
+
+
 def trtexec_build_command(trtexec: str, onnx: Path, engine: Path, datatype: str, shape_flags=()) -> list[str]:
     """trtexec's arguments to build an engine (no --explicitBatch: it is the default for ONNX and gone in TRT 10)."""
     command = [trtexec, f"--onnx={onnx}", f"--saveEngine={engine}", *shape_flags]
@@ -199,12 +210,25 @@ def trtexec_build_command(trtexec: str, onnx: Path, engine: Path, datatype: str,
 
 
 def trtexec_profile_command(
-    trtexec: str, engine: Path, warmup_ms: int, iterations: int, threads: int, dump_profile: bool, shape_flags=()
+    trtexec: str,
+    engine: Path,
+    warmup_ms: int,
+    iterations: int,
+    threads: int,
+    dump_profile: bool,
+    shape_flags=(),
+    tensorrt_version: str | None = None,
 ) -> list[str]:
-    """trtexec's arguments for the latency run; `threads` > 1 drives that many streams from their own threads."""
+    """trtexec's arguments for the latency run; `threads` > 1 drives that many streams from their own threads.
+
+    The streams flag is `--infStreams` from TensorRT 10 (`tensorrt_version`, as trtexec reports
+    it), where `--streams` is deprecated, and `--streams` before.
+    """
     command = [trtexec, f"--loadEngine={engine}", *shape_flags, f"--warmUp={warmup_ms}", f"--iterations={iterations}"]
     if threads > 1:
-        command += [f"--streams={threads}", "--threads"]
+        major = tensorrt_major(tensorrt_version)
+        streams = "--infStreams" if major is not None and major >= 10 else "--streams"
+        command += [f"{streams}={threads}", "--threads"]
     if dump_profile:  # per-layer timing slows the run it is attached to: give it a run of its own
         command += ["--dumpProfile", "--separateProfileRun"]
     return command
@@ -238,8 +262,12 @@ def _gpu_visible() -> bool:
     return result.returncode == 0 and "GPU" in result.stdout
 
 
-def find_toolchain(builder: str, trtexec_path: str | None) -> dict:
-    """Which TensorRT to use, or `ExportError` (exit 3) saying what is missing. Nothing is built here."""
+def find_toolchain(builder: str, trtexec_path: str | None, prefer_trtexec: bool = False) -> dict:
+    """Which TensorRT to use, or `ExportError` (exit 3) saying what is missing. Nothing is built here.
+
+    The engine is profiled by the TensorRT that built it (a trtexec of another version cannot load
+    it), so `prefer_trtexec` (profile options only trtexec has) makes `auto` build with trtexec.
+    """
     trtexec = None
     if trtexec_path is not None:
         if not (os.path.isfile(trtexec_path) and os.access(trtexec_path, os.X_OK)):
@@ -249,7 +277,10 @@ def find_toolchain(builder: str, trtexec_path: str | None) -> dict:
         trtexec = shutil.which("trtexec")
     trt = _tensorrt_module() if builder != "trtexec" else None
     if builder == "auto":
-        builder = "trtexec" if trtexec_path is not None else ("python" if trt is not None else "trtexec")
+        if trtexec_path is not None or (prefer_trtexec and trtexec is not None) or trt is None:
+            builder = "trtexec"
+        else:
+            builder = "python"
     if builder == "python" and trt is None:
         raise ExportError("the tensorrt Python module is not installed here (--builder python)", EXIT_UNAVAILABLE)
     if builder == "trtexec" and trtexec is None:
@@ -390,14 +421,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--builder",
         choices=("auto", "python", "trtexec"),
         default="auto",
-        help="auto: trtexec when --trtexec-path is given, else the tensorrt module if importable, else trtexec",
+        help="auto: trtexec when --trtexec-path is given or --profile asks for --threads/--dumpProfile, "
+        "else the tensorrt module if importable, else trtexec",
     )
     parser.add_argument("--trtexec-path", default=None, help="trtexec executable (default: found on PATH)")
     parser.add_argument("--calib-dir", type=Path, default=None, help="images to calibrate int8 on (Python API)")
     parser.add_argument("--calib-max-images", type=int, default=512, help="calibrate on at most this many images")
     add_bool_flag(parser, "--profile", False, "measure latency (--profile, --no-profile, or --profile True/False)")
     add_bool_flag(parser, "--dumpProfile", False, "print trtexec's per-layer profile")
-    parser.add_argument("--threads", type=int, default=1, help="trtexec streams, each driven by its own thread")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="trtexec streams (--infStreams from TensorRT 10), each on its own thread"
+    )
     parser.add_argument("--warmUp", type=int, default=200, help="warm-up before timing, in milliseconds")
     parser.add_argument("--iterations", type=int, default=100, help="timed engine runs (at least)")
     return parser
@@ -419,8 +453,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.calib_dir is not None and not args.calib_dir.is_dir():
         parser.error(f"--calib-dir {args.calib_dir}: no such folder")
 
-    tools = find_toolchain(args.builder, args.trtexec_path)  # before any work: exits 3 without TensorRT or a GPU
+    trtexec_only = [flag for flag, on in (("--threads", args.threads > 1), ("--dumpProfile", args.dumpProfile)) if on]
+    trtexec_only = trtexec_only if args.profile else []
+    # before any work: exits 3 without TensorRT or a GPU
+    tools = find_toolchain(args.builder, args.trtexec_path, prefer_trtexec=bool(trtexec_only) and not args.calib_dir)
     trt, trtexec, builder = tools["tensorrt"], tools["trtexec"], tools["builder"]
+    if builder == "python" and trtexec_only:
+        parser.error(
+            f"{' and '.join(trtexec_only)} are trtexec's profile options, but an engine built by the TensorRT "
+            "Python API is timed by that TensorRT's own runtime (a trtexec of another version cannot load it): "
+            "drop them, or pass --builder trtexec"
+        )
     if args.calib_dir is not None and builder != "python":
         parser.error("--calib-dir needs the tensorrt Python module (trtexec cannot calibrate from images)")
     if args.datatype == "int8" and builder == "python" and args.calib_dir is None:
@@ -516,17 +559,19 @@ def main(argv: list[str] | None = None) -> int:
 
     profile = None
     if args.profile:
-        if trtexec is not None:
+        # timed by the TensorRT that built the engine: trtexec for its own, the Python runtime for the API's
+        if builder == "trtexec":
             command = trtexec_profile_command(
-                trtexec, output, args.warmUp, args.iterations, args.threads, args.dumpProfile, flags
-            )
+                trtexec, output, args.warmUp, args.iterations, args.threads, args.dumpProfile, flags,
+                tensorrt_version=build["tensorrt_version"],
+            )  # fmt: skip
             log = _run_trtexec(command, output.with_name(output.name + ".profile.log"), "profiling")
             parsed = parse_trtexec_summary(log)
             profile = dict(tool="trtexec", command=command, summary=latency_summary(parsed, args.batch_size))
             profile["trtexec"] = parsed
         else:
             profile = dict(
-                tool="tensorrt Python API",
+                tool=f"tensorrt Python API {trt.__version__} (the engine's builder)",
                 summary=timings_summary(runner.time(args.warmUp, args.iterations), args.batch_size),
             )
         s = profile["summary"]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv and install the tested set of requirements.txt into it. Idempotent: when
-# requirements.txt, pyproject.toml and this script are unchanged since the last success, it
-# returns at once.
+# requirements.txt, pyproject.toml and this script are unchanged since the last success, and
+# torch sees the same kind of machine (CPU only, or a CUDA GPU), it returns at once.
+# `--print-digest` prints what the up-to-date check compares and exits.
 #
 # Order matters:
 #   1. torch and torchvision (the registry's standard build), numpy, setuptools<81;
@@ -15,8 +16,26 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 STAMP="$VENV/.nextvit-setup"
-digest=$(cat requirements.txt pyproject.toml scripts/setup_env.sh | sha256sum | cut -d' ' -f1)
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$digest" ]; then
+
+# cpu or cuda, as the installed torch sees this machine ("none" before torch is installed). mmcv's
+# ops are compiled for CUDA only where torch sees a GPU, so an install made on a CPU-only machine
+# must be redone on a GPU machine (and back). NEXTVIT_FLAVOUR overrides the probe (for tests).
+flavour() {
+    if [ -n "${NEXTVIT_FLAVOUR:-}" ]; then
+        echo "$NEXTVIT_FLAVOUR"
+    else
+        "$VENV/bin/python" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")' 2>/dev/null ||
+            echo none
+    fi
+}
+setup_digest() {
+    { cat requirements.txt pyproject.toml scripts/setup_env.sh; echo "flavour $(flavour)"; } | sha256sum | cut -d' ' -f1
+}
+if [ "${1:-}" = "--print-digest" ]; then
+    setup_digest
+    exit 0
+fi
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(setup_digest)" ]; then
     exit 0
 fi
 
@@ -50,6 +69,8 @@ else
 fi
 
 say "installing requirements.txt"
+# the wheel of this flavour replaces an mmcv 2.1.0 installed for the other one (same version: pip would keep it)
+"${pip[@]}" install --force-reinstall --no-deps "$wheel_dir"/mmcv-*.whl
 "${pip[@]}" install --find-links "$wheel_dir" -r requirements.txt
 "${pip[@]}" install --no-deps --no-build-isolation -e .
 
@@ -59,6 +80,9 @@ import importlib.metadata as md
 import torch, torchvision, mmcv, mmdet, mmseg, mmengine
 from mmcv.ops import nms, roi_align  # fails when mmcv was built without its ops
 import nextvit
+if torch.cuda.is_available():  # fails when mmcv's ops were built without CUDA
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0]], device="cuda")
+    nms(boxes, torch.tensor([0.9, 0.8], device="cuda"), 0.5)
 expected = {l.split("==")[0]: l.split("==")[1].split(",")[0].strip()
             for l in open("requirements.txt") if "==" in l and not l.startswith("#")}
 for name, version in expected.items():
@@ -66,7 +90,8 @@ for name, version in expected.items():
     got = md.version(name)
     if got.split("+")[0] != version:
         raise SystemExit(f"[setup] {name} is {got}, requirements.txt pins {version}")
+ops = "CUDA" if torch.cuda.is_available() else "CPU"
 print(f"[setup] torch {torch.__version__}, torchvision {torchvision.__version__}, mmcv {mmcv.__version__} "
-      f"(ops ok), mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, nextvit {nextvit.__version__}")
+      f"({ops} ops ok), mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, nextvit {nextvit.__version__}")
 PY
-echo "$digest" > "$STAMP"
+setup_digest > "$STAMP"

@@ -60,3 +60,83 @@ def test_a_model_that_cannot_run_is_reported_and_the_run_goes_on(import_script):
     assert [r["model"] for r in result["rows"]] == ["nextvit_tiny"]
     (failed,) = result["failed"]
     assert failed["model"] == "timm:efficientformer_l1" and failed["input_size"] == 64 and failed["error"]
+
+
+def test_models_stay_on_the_cpu_in_float32_across_sizes_and_floors_follow_the_dtype(import_script):
+    """Eager bfloat16 at a first size once converted the shared model in place: the FLOPs count of the
+    next size then failed (0 FLOPs, a zero floor, ZeroDivisionError). Each floor uses its dtype's GEMM rate."""
+    import nextvit
+    from nextvit.flops import count_flops
+
+    benchmark = import_script("deployment", "benchmark")
+    args = benchmark.parse_args("--model nextvit_tiny --no-timm --input-sizes 64 96 --batch-sizes 1 --runs 1 "
+                                "--warmup 0 --modes eager onnxruntime --dtypes float32 bfloat16".split())  # fmt: skip
+    result = benchmark.run(args)
+    assert not result["failed"]
+    rates = result["gemm_gflops"]
+    assert set(rates) == {"float32", "bfloat16"} and all(rate > 0 for rate in rates.values())
+    rows = result["rows"]
+    assert sorted((r["input_size"], r["mode"], r["dtype"]) for r in rows) == [
+        (size, mode, dtype)
+        for size in (64, 96)
+        for mode, dtype in (("eager", "bfloat16"), ("eager", "float32"), ("onnxruntime", "float32"))
+    ]
+    fresh = nextvit.create_model("nextvit_tiny")
+    for row in rows:
+        flops = count_flops(fresh, row["input_size"])
+        assert row["gflops"] == round(flops / 1e9, 4)
+        expected = 2 * flops * row["batch"] / (rates[row["dtype"]] * 1e9) * 1e3
+        assert row["floor_ms"] == pytest.approx(expected, rel=0.01, abs=0.01) and row["floor_ms"] > 0
+
+
+def test_floor_is_unknown_without_flops_or_rate(import_script):
+    benchmark = import_script("deployment", "benchmark")
+    assert benchmark.floor_ms(0.0, 8, 100.0) is None and benchmark.floor_ms(1e9, 8, None) is None
+    assert benchmark.floor_ms(1e9, 8, 100.0) == 160.0  # 2 x 1 GMAC x 8 / 100 GFLOP/s
+
+
+def test_gemm_rate_is_measured_in_the_dtype_asked(import_script, monkeypatch):
+    import torch
+
+    benchmark = import_script("deployment", "benchmark")
+    seen = []
+    matmul = torch.Tensor.__matmul__
+
+    def spy(a, b):
+        seen.append(a.dtype)
+        return matmul(a, b)
+
+    monkeypatch.setattr(torch.Tensor, "__matmul__", spy)
+    assert benchmark.gemm_gflops(size=128, repeats=2, dtype=torch.bfloat16) > 0
+    assert seen and set(seen) == {torch.bfloat16}
+
+
+def test_onnxruntime_runs_on_bound_buffers(import_script, tiny_calibrated, tmp_path):
+    """IO binding (used so that CUDA rows hold no host-device copies), checked on the CPU."""
+    import torch
+
+    import nextvit
+
+    benchmark = import_script("deployment", "benchmark")
+    folded = nextvit.fold_batchnorm(tiny_calibrated)
+    x = torch.randn(2, 3, 64, 64)
+    fn, inp = benchmark._onnx_fn(folded, x, tmp_path, "tiny", "cpu")
+    assert inp.data_ptr() == x.data_ptr()  # the input is used in place, not copied per call
+    (out,) = fn(inp)
+    with torch.no_grad():
+        expected = folded(x)
+    assert torch.allclose(torch.from_numpy(out.numpy()), expected, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_rows_across_sizes_and_dtypes(import_script):
+    import onnxruntime as ort
+
+    benchmark = import_script("deployment", "benchmark")
+    modes = "eager folded" + (" onnxruntime" if "CUDAExecutionProvider" in ort.get_available_providers() else "")
+    args = benchmark.parse_args(f"--model nextvit_tiny --no-timm --device cuda --input-sizes 64 96 --batch-sizes 2 "
+                                f"--runs 2 --warmup 1 --modes {modes} --dtypes float16 float32".split())  # fmt: skip
+    result = benchmark.run(args)
+    assert not result["failed"]
+    assert result["gemm_gflops"]["float16"] > result["gemm_gflops"]["float32"]  # tensor cores
+    assert all(r["floor_ms"] > 0 and r["device"] == "cuda" for r in result["rows"])

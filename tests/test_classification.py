@@ -363,3 +363,140 @@ def test_progress_bar_on_a_terminal_and_lines_otherwise(import_script):
     assert tty.getvalue().count("\r") == 20 and "[########################] 20/20 eta" in tty.getvalue()
     lines = pipe.getvalue().splitlines()
     assert lines == [f"Epoch: [0] [{n}/20] eta 0:00:00  loss: 1" for n in (10, 20)]
+
+
+# --------------------------------------------------------------------------------------------
+# GPU-path fixes that a CPU can check
+# --------------------------------------------------------------------------------------------
+
+
+def run_torchrun(nproc: int, script: str, *args, tmp_path: Path, timeout: int = 300) -> list[dict]:
+    """Run `script` in `nproc` gloo processes; return the JSON line each printed."""
+    path = tmp_path / "script.py"
+    path.write_text(script)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", str(path)]
+    result = subprocess.run([*command, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"torchrun failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+SCAN_SCRIPT = """\
+import json, sys
+import torch.distributed as dist
+from torchvision import datasets
+sys.path.insert(0, sys.argv[1])
+import imagefolder
+decoded, readable = [], imagefolder._readable
+imagefolder._readable = lambda path: decoded.append(path) or readable(path)
+dist.init_process_group("gloo")
+dataset = datasets.ImageFolder(sys.argv[2])
+bad = imagefolder.drop_unreadable(dataset, workers=2)
+print(json.dumps(dict(rank=dist.get_rank(), decoded=decoded, bad=bad, kept=len(dataset))), flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_skip_corrupt_decodes_each_image_once_across_processes(shapes, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(shapes / "train", data)
+    bad = data / "ring" / sorted(p.name for p in (data / "ring").iterdir())[3]
+    bad.write_bytes(bad.read_bytes()[:100])
+    images = sorted(str(p) for p in data.rglob("*.png"))
+    ranks = run_torchrun(2, SCAN_SCRIPT, REPO / "classification", data, tmp_path=tmp_path)
+    assert sorted(r["rank"] for r in ranks) == [0, 1]
+    decoded = [path for r in ranks for path in r["decoded"]]
+    assert sorted(decoded) == images  # every image decoded once, by one process
+    assert all(r["bad"] == [str(bad)] and r["kept"] == len(images) - 1 for r in ranks)  # all know the whole list
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_distributed_eval_counts_padded_samples_once(import_script, world):
+    """DistributedSampler pads 11 samples to 12 for 2 or 3 processes: the repeats are not counted."""
+    engine = import_script("classification", "engine")
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(11, 6), torch.randint(0, 7, (11,)))
+    model = torch.nn.Linear(6, 7)
+    single = engine.evaluate(torch.utils.data.DataLoader(data, batch_size=3), model, torch.device("cpu"),
+                             log_enabled=False)  # fmt: skip
+    parts = []
+    for rank in range(world):
+        sampler = torch.utils.data.DistributedSampler(data, num_replicas=world, rank=rank, shuffle=False)
+        loader = torch.utils.data.DataLoader(data, batch_size=3, sampler=sampler)
+        share = engine.distributed_eval_share(len(data), world, rank)
+        parts.append(engine.evaluate(loader, model, torch.device("cpu"), log_enabled=False, count_first=share))
+    assert sum(p["images"] for p in parts) == single["images"] == 11
+    for key in ("acc1", "acc5", "loss"):
+        combined = sum(p[key] * p["images"] for p in parts) / 11
+        assert combined == pytest.approx(single[key], rel=1e-6), key  # float32 sums in other batches
+    # what the sampler hands out, padding included
+    assert sum(len(torch.utils.data.DistributedSampler(data, world, r, shuffle=False)) for r in range(world)) == 12
+
+
+def test_dist_eval_over_two_processes_matches_one(shapes, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(shapes, data)
+    next((data / "val" / "square").iterdir()).unlink()  # 15 val images: the sampler pads one
+    torch.manual_seed(0)
+    model = nextvit.create_model("nextvit_tiny", num_classes=4)
+    checkpoint = nextvit.save_checkpoint(model, tmp_path / "random.safetensors")
+    flags = [*FAST, "--data-path", data, "--resume", checkpoint, "--eval"]
+    results = []
+    for nproc, extra in ((1, []), (2, ["--dist-eval"])):
+        out = run_train(nproc, *flags, *extra).stdout.splitlines()
+        (line,) = [x for x in out if x.startswith("* Acc@1")]
+        assert any(x.startswith("Accuracy of the network on the 15 test images") for x in out), out[-5:]
+        results.append([float(t) for t in line.split()[2:7:2]])  # Acc@1, Acc@5, loss
+    (acc1, acc5, loss), (dist_acc1, dist_acc5, dist_loss) = results
+    assert (acc1, acc5) == (dist_acc1, dist_acc5) and abs(loss - dist_loss) < 1e-3
+
+
+def test_train_step_reads_back_from_the_device_only_at_log_steps(import_script, monkeypatch):
+    """No per-step loss.item() (nor a synchronize): losses are summed on the device and read every print_freq."""
+    engine = import_script("classification", "engine")
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(40, 6), torch.randint(0, 3, (40,)))
+    loader = torch.utils.data.DataLoader(data, batch_size=2)  # 20 steps
+    model = torch.nn.Linear(6, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    reads = []
+    for name in ("item", "tolist"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, _f=original, _n=name: reads.append(_n) or _f(self))
+    stats = engine.train_one_epoch(model, torch.nn.CrossEntropyLoss(), loader, optimizer, torch.device("cpu"), 0,
+                                   print_freq=10, log_enabled=False)  # fmt: skip
+    monkeypatch.undo()
+    # steps 10 and 20 (one read each); the DataLoader draws its seed with a CPU tensor's .item()
+    assert reads.count("tolist") == 2 and reads.count("item") <= 1, reads
+    assert stats["loss"] > 0
+
+
+def test_train_step_names_the_first_non_finite_step(import_script):
+    engine = import_script("classification", "engine")
+    data = torch.utils.data.TensorDataset(torch.randn(12, 6), torch.randint(0, 3, (12,)))
+    loader = torch.utils.data.DataLoader(data, batch_size=2)  # 6 steps
+    model = torch.nn.Linear(6, 3)
+    calls = []
+
+    def criterion(output, target):
+        calls.append(1)
+        loss = torch.nn.functional.cross_entropy(output, target)
+        return loss * float("nan") if len(calls) == 3 else loss  # step 2
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(engine.NonFiniteLossError, match="at epoch 4, step 2"):
+        engine.train_one_epoch(model, criterion, loader, optimizer, torch.device("cpu"), 4, print_freq=5,
+                               log_enabled=False)  # fmt: skip
+
+
+def test_cudnn_autotuning_on_cuda(main_module, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    main_module.configure_backends(torch.device("cpu"))
+    assert torch.backends.cudnn.benchmark is False
+    main_module.configure_backends(torch.device("cuda", 0))
+    assert torch.backends.cudnn.benchmark is True

@@ -391,6 +391,7 @@ def test_tensorrt_trtexec_flow_with_a_stand_in(import_script, tiny_checkpoint, t
     stale.write_bytes(b"an old export that must not be reused")
     argv = ["--model", "nextvit_tiny", "--checkpoint", str(tiny_checkpoint), "--image-size", "64", "--batch-size", "2"]
     argv += ["--datatype", "int8", "--trtexec-path", str(trtexec), "--profile", "True", "--warmUp", "10"]
+    argv += ["--threads", "2"]
     assert trt_script.main(argv) == 0
 
     engine = tmp_path / "nextvit_tiny_64x64_int8.trt"
@@ -405,6 +406,7 @@ def test_tensorrt_trtexec_flow_with_a_stand_in(import_script, tiny_checkpoint, t
     calls = [json.loads(line) for line in Path(str(trtexec) + ".calls").read_text().splitlines()]
     assert [c[0].split("=")[0] for c in calls] == ["--onnx", "--loadEngine", "--loadEngine"]
     assert "--warmUp=10" in calls[2] and "--iterations=100" in calls[2]
+    assert "--infStreams=2" in calls[2] and "--threads" in calls[2]  # the stand-in says TensorRT 10.3
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporaries left
     assert os.path.getsize(engine) > 0
 
@@ -417,3 +419,54 @@ def test_tensorrt_timing_summary_without_tensorrt():
     s = timings_summary(times, batch_size=8)
     assert (s["median_ms"], s["p99_ms"], s["min_ms"], s["max_ms"]) == (50.5, 99.0, 1.0, 100.0)
     assert s["mean_ms"] == 50.5 and abs(s["throughput_images_per_s"] - 8000 / 50.5) < 1e-9
+
+
+def test_trtexec_streams_flag_follows_its_version(import_script):
+    trt_script = import_script("deployment", "export_tensorrt_engine")
+    engine = Path("e.trt")
+    for version, flag in (("10.3.0", "--infStreams=4"), ("8.6.1", "--streams=4"), (None, "--streams=4")):
+        command = trt_script.trtexec_profile_command("trtexec", engine, 200, 100, 4, False, tensorrt_version=version)
+        assert flag in command and "--threads" in command, (version, command)
+    single = trt_script.trtexec_profile_command("trtexec", engine, 200, 100, 1, False, tensorrt_version="10.3.0")
+    assert not any("treams" in arg for arg in single)
+    assert trt_script.tensorrt_major("10.3.0") == 10 and trt_script.tensorrt_major(None) is None
+
+
+def test_python_built_engines_are_not_profiled_by_another_trtexec(import_script, tmp_path, monkeypatch, capsys):
+    """With the tensorrt module and some trtexec on PATH, the Python API builds (and times) unless the
+    profile needs trtexec's options; asking for those with --builder python is refused before any work."""
+    import shutil
+
+    trt_script = import_script("deployment", "export_tensorrt_engine")
+    monkeypatch.setattr(trt_script, "_tensorrt_module", lambda: object())
+    monkeypatch.setattr(trt_script, "_gpu_visible", lambda: True)
+    monkeypatch.setattr(trt_script.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(shutil, "which", lambda name: "/opt/other-tensorrt/bin/trtexec")
+    assert trt_script.find_toolchain("auto", None)["builder"] == "python"
+    assert trt_script.find_toolchain("auto", None, prefer_trtexec=True)["builder"] == "trtexec"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        trt_script.main(["--random-weights", "--builder", "python", "--profile", "--threads", "2"])
+    assert exit_info.value.code == 2 and "--builder trtexec" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or __import__("importlib.util").util.find_spec("tensorrt") is None,
+    reason="needs a CUDA GPU and the tensorrt module",
+)
+def test_python_built_engine_is_timed_by_its_tensorrt_not_trtexec_on_path(import_script, tmp_path, monkeypatch):
+    trt_script = import_script("deployment", "export_tensorrt_engine")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    trtexec = bin_dir / "trtexec"  # a trtexec of some other TensorRT: it must not be asked to load the engine
+    trtexec.write_text(FAKE_TRTEXEC.format(python=sys.executable, summary=TRTEXEC_SUMMARY))
+    trtexec.chmod(trtexec.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.chdir(tmp_path)
+    argv = ["--model", "nextvit_tiny", "--random-weights", "--image-size", "64", "--batch-size", "2"]
+    assert trt_script.main([*argv, "--datatype", "fp16", "--profile", "--warmUp", "10", "--iterations", "20"]) == 0
+    record = json.loads((tmp_path / "nextvit_tiny_64x64_fp16.trt.json").read_text())
+    assert record["builder"]["tool"] == "tensorrt Python API"
+    assert record["profile"]["tool"].startswith("tensorrt Python API") and record["profile"]["summary"]["runs"] == 20
+    assert not Path(str(trtexec) + ".calls").exists()
