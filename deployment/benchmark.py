@@ -8,9 +8,16 @@
 
 Models are this package's (`nextvit_small`, ...) or timm's (`timm:<name>`, random weights, no
 download). Without `--models`, `--model` is compared with timm's model of the same name, sharing
-the same weights. For each input size, batch size, dtype and mode, every model is timed in
-alternation (one call each, round after round), so all see the same machine state; each row gives
-the median and quartiles and the ratio to the first model of `--models`. Modes:
+the same weights. For each input size and batch size, every (model, mode, dtype) is timed in
+alternation, a few calls at a time, round after round, so all see the same machine state; each
+row gives the median and quartiles, the ratio to the first model of `--models` in the same mode
+and dtype, and with `--baseline` the ratio to that row (e.g. `timm:nextvit_small:eager`).
+
+Runtimes do not share a process (`--isolation process`, the default): each (model, mode, dtype)
+runs in a worker process of its own that sleeps while another is timed, so no runtime's thread
+pool (PyTorch's OpenMP threads, ONNX Runtime's and OpenVINO's spinning workers) competes with the
+one being measured; a pause separates the turns. `--isolation none` keeps all in this process
+(quicker to start; ONNX Runtime then reads up to 1.6x slower beside PyTorch). Modes:
 
 * eager: the model as trained (BatchNorms in place);
 * folded: BatchNorms folded (ours: `nextvit.fold_batchnorm`; timm models: timm's own
@@ -18,12 +25,21 @@ the median and quartiles and the ratio to the first model of `--models`. Modes:
 * folded_cl: folded, with channels_last weights and inputs;
 * compile: folded, `torch.compile` (inductor) with freezing, under no_grad;
 * onnxruntime: the folded model exported to ONNX (opset 17) and run by ONNX Runtime;
+* onnxruntime_int8: that ONNX model quantized to static int8 QDQ (`nextvit.quantize`, per-channel
+  weights, calibrated on random ImageNet-range inputs: latency only) and run by ONNX Runtime;
+* openvino / openvino_int8: the same fp32 / int8 ONNX models compiled by OpenVINO for the CPU;
+  with `--dtypes bfloat16`, the fp32 model under OpenVINO's bf16 precision hint;
 * tensorrt: the folded model as a TensorRT engine (where TensorRT and a GPU exist; skipped otherwise).
 
-dtypes: float32; bfloat16 and float16 for the PyTorch modes; float16 for TensorRT (an fp16 engine,
-the paper's setting). The compute floor of a row is the model's FLOPs (counted once, on the CPU)
-divided by the matrix-multiply rate this device reaches in a large GEMM of the row's dtype: no
-implementation in that dtype can beat it by much. On CUDA, ONNX Runtime runs with its input and
+dtypes: float32; bfloat16 and float16 for the PyTorch modes (the folded model runs oneDNN in bf16
+where the CPU has bf16 units); bfloat16 for OpenVINO; float16 for TensorRT (an fp16 engine, the
+paper's setting). The CPU's int8/bf16 instruction sets (VNNI, AVX512-BF16, AMX) are recorded with
+the machine: they decide what the low-precision rows can gain. The int8 modes take float32
+inputs (quantization happens inside the model).
+
+The compute floor of a row is the model's FLOPs (counted once, on the CPU) divided by the
+matrix-multiply rate this device reaches in a large GEMM of the row's dtype: no implementation in
+that dtype can beat it by much (int8 rows have none). On CUDA, ONNX Runtime runs with its input and
 outputs bound to GPU memory (IO binding), so its rows, like the PyTorch and TensorRT ones, hold no
 host-device copies. Every row records the machine, library versions, threads, dtype, batch,
 resolution, warm-up and run counts, and the git commit.
@@ -44,6 +60,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,7 +69,19 @@ import torch
 import nextvit
 from nextvit.flops import count_flops
 
-MODES = ("eager", "folded", "folded_cl", "compile", "onnxruntime", "tensorrt")
+MODES = (
+    "eager",
+    "folded",
+    "folded_cl",
+    "compile",
+    "onnxruntime",
+    "onnxruntime_int8",
+    "openvino",
+    "openvino_int8",
+    "tensorrt",
+)
+DEFAULT_MODES = ("eager", "folded", "folded_cl", "compile", "onnxruntime")
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # ImageNet-1K top-1 (%) at 224 of the published weights, for the latency-accuracy chart; the
@@ -81,11 +110,18 @@ def machine_info(device: str = "cpu") -> dict:
     except OSError:
         commit = ""
     versions = {"python": platform.python_version(), "torch": torch.__version__}
-    for name in ("timm", "onnxruntime", "tensorrt", "nextvit"):
+    for name in ("timm", "onnxruntime", "openvino", "tensorrt", "nextvit"):
         with contextlib.suppress(ImportError):
             versions[name] = __import__(name).__version__
+    flags: set[str] = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
     info = dict(
         cpu=cpu,
+        cpu_isa=[f for f in ISA_FLAGS if f in flags],
         logical_cores=os.cpu_count(),
         torch_threads=torch.get_num_threads(),
         device=device,
@@ -143,8 +179,15 @@ def floor_ms(flops: float, batch: int, gflops_rate: float | None) -> float | Non
 
 
 def combination_exists(mode: str, dtype: str) -> bool:
-    """ONNX Runtime is timed in float32; TensorRT builds float32 or float16 engines."""
-    return not ((mode == "onnxruntime" and dtype != "float32") or (mode == "tensorrt" and dtype == "bfloat16"))
+    """ONNX Runtime and the int8 modes take float32 inputs; OpenVINO runs float32 or bfloat16;
+    TensorRT builds float32 or float16 engines."""
+    if mode in ("onnxruntime", "onnxruntime_int8", "openvino_int8"):
+        return dtype == "float32"
+    if mode == "openvino":
+        return dtype in ("float32", "bfloat16")
+    if mode == "tensorrt":
+        return dtype != "bfloat16"
+    return True
 
 
 class Timed:
@@ -246,11 +289,33 @@ def ort_bound_run(session, x: torch.Tensor) -> Callable:
     return run
 
 
-def _onnx_fn(model, x, workdir: Path, tag: str, device: str):
+def onnx_artifacts(spec: str, model, mode: str, x: torch.Tensor, workdir: Path) -> dict[str, Path]:
+    """The ONNX files a mode runs, made once per model and input shape and shared by its modes:
+    the folded fp32 model, and its static int8 QDQ version (calibrated on random ImageNet-range
+    inputs, so for latency only)."""
+    if mode not in ("onnxruntime", "onnxruntime_int8", "openvino", "openvino_int8"):
+        return {}
+    tag = f"{spec.replace(':', '_')}_{x.shape[0]}x{x.shape[2]}x{x.shape[3]}"
+    files = {"fp32": workdir / f"{tag}.onnx"}
+    if not files["fp32"].exists():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter's notice
+            torch.onnx.export(fold(spec, model), (x,), str(files["fp32"]), opset_version=17, dynamo=False,
+                              input_names=["input"])  # fmt: skip
+    if mode.endswith("_int8"):
+        from nextvit.quantize import quantize_qdq
+
+        files["int8"] = workdir / f"{tag}_int8.onnx"
+        if not files["int8"].exists():
+            gen = torch.Generator().manual_seed(0)
+            calib = [torch.randn(x.shape[1:], generator=gen).clamp_(-2.2, 2.7).numpy() for _ in range(2 * x.shape[0])]
+            quantize_qdq(files["fp32"], files["int8"], calib, lambda a: a, calibration_batch=x.shape[0])
+    return files
+
+
+def _onnxruntime_fn(path: Path, x: torch.Tensor, device: str):
     import onnxruntime as ort
 
-    path = workdir / f"{tag}.onnx"
-    torch.onnx.export(model, (x,), str(path), opset_version=17, dynamo=False, input_names=["input"])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
     provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
@@ -260,6 +325,15 @@ def _onnx_fn(model, x, workdir: Path, tag: str, device: str):
     session = ort.InferenceSession(str(path), opts, providers=[(provider, options)])
     inp = x.to(device).contiguous()  # kept alive by the Timed that holds it: the binding points into it
     return ort_bound_run(session, inp), inp
+
+
+def _openvino_fn(path: Path, x: torch.Tensor, precision: str):
+    from nextvit.openvino import compile_model
+
+    compiled = compile_model(path, precision, torch.get_num_threads())
+    request = compiled.create_infer_request()
+    inp = x.numpy()
+    return (lambda _: request.infer({0: inp})), inp
 
 
 def tensorrt_unavailable(device: str) -> str | None:
@@ -295,8 +369,15 @@ def make_timed(spec: str, model, mode: str, dtype: str, x: torch.Tensor, workdir
     tag = spec.replace(":", "_")
     if not combination_exists(mode, dtype):
         return None
-    if mode == "onnxruntime":
-        fn, inp = _onnx_fn(fold(spec, model), x, workdir, tag, device)
+    if mode in ("onnxruntime", "onnxruntime_int8", "openvino", "openvino_int8"):
+        if device != "cpu" and mode.startswith("openvino"):
+            raise RuntimeError("OpenVINO is timed on the CPU only")
+        files = onnx_artifacts(spec, model, mode, x, workdir)
+        path = files["int8" if mode.endswith("_int8") else "fp32"]
+        if mode.startswith("openvino"):
+            fn, inp = _openvino_fn(path, x, "bf16" if dtype == "bfloat16" else "fp32")
+            return Timed(spec, fn, inp)
+        fn, inp = _onnxruntime_fn(path, x, device)
         return Timed(spec, fn, inp, sync=sync)
     if mode == "tensorrt":
         fn, inp = _tensorrt_fn(fold(spec, model), x, workdir, tag, fp16=dtype == "float16")
@@ -310,6 +391,73 @@ def make_timed(spec: str, model, mode: str, dtype: str, x: torch.Tensor, workdir
     return Timed(spec, fn, inp, sync=sync)
 
 
+# --------------------------------------------------------------------------------------------
+# One runtime per process
+# --------------------------------------------------------------------------------------------
+
+
+def _worker(conn, spec: str, mode: str, dtype: str, size: int, batch: int, workdir: str, device: str,
+            threads: int | None, warmup: int) -> None:  # fmt: skip
+    """A worker process: build one (model, mode, dtype), warm it, then time calls when asked."""
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        shared = build_model(base_name(spec)).state_dict() if spec.startswith("timm:nextvit") else None
+        model = build_model(spec, shared)
+        x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(size * 1000 + batch))
+        timed = make_timed(spec, model, mode, dtype, x, Path(workdir), device)
+        timed.warm(1 + warmup + (2 if mode == "compile" else 0))
+        conn.send(("ready", None))
+    except Exception as err:  # noqa: BLE001 - reported by the parent
+        conn.send(("error", f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"))
+        return
+    while True:
+        command, count = conn.recv()
+        if command == "stop":
+            return
+        timed.times = []
+        for _ in range(count):
+            timed.time_once()
+        conn.send(timed.times)
+
+
+class WorkerTimed:
+    """A `Timed` whose model lives in a worker process: `time_once` asks it for one timed call."""
+
+    def __init__(self, name: str, process, conn) -> None:
+        self.name, self.process, self.conn = name, process, conn
+        self.times: list[float] = []
+
+    def time_once(self) -> None:
+        self.conn.send(("time", 1))
+        self.times += self.conn.recv()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, BrokenPipeError):
+            self.conn.send(("stop", 0))
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.kill()
+
+    summary = Timed.summary
+
+
+def start_worker(spec: str, mode: str, dtype: str, size: int, batch: int, workdir: Path,
+                 args: argparse.Namespace) -> WorkerTimed:  # fmt: skip
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=_worker, args=(child, spec, mode, dtype, size, batch, str(workdir), args.device,
+                                                    args.threads, args.warmup), daemon=True)  # fmt: skip
+    process.start()
+    status, why = parent.recv()
+    if status != "ready":
+        process.join(timeout=30)
+        raise RuntimeError(why)
+    return WorkerTimed(spec, process, parent)
+
+
 def _flops_or_zero(model: torch.nn.Module, size: int) -> float:
     """FLOPs at `size`, or 0 for a model that cannot take that size (its timing then reports why)."""
     try:
@@ -320,8 +468,18 @@ def _flops_or_zero(model: torch.nn.Module, size: int) -> float:
 
 def gemm_dtypes(args: argparse.Namespace) -> list[str]:
     """The dtypes whose GEMM rate some row's floor needs."""
-    needed = {d for m in args.modes for d in args.dtypes if combination_exists(m, d)}
+    needed = {dtype for _, _, dtype in args.entries}
     return [dtype for dtype in DTYPES if dtype in needed]
+
+
+def parse_entry(text: str) -> tuple[str, str, str]:
+    """'MODEL:MODE[:DTYPE]' (MODEL may be timm:<name>; '{model}' stands for the row's model name)."""
+    parts = text.split(":")
+    dtype = parts.pop() if parts[-1] in DTYPES else "float32"
+    if len(parts) < 2 or parts[-1] not in MODES:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected MODEL:MODE[:DTYPE], MODE one of {MODES}")
+    mode = parts.pop()
+    return ":".join(parts), mode, dtype
 
 
 def base_name(spec: str) -> str:
@@ -335,8 +493,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", help="models to time together: nextvit_* or timm:<name>")
     parser.add_argument("--input-size", "--input-sizes", dest="input_sizes", type=int, nargs="+", default=[224])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--modes", nargs="+", default=[m for m in MODES if m != "tensorrt"], choices=MODES)
+    parser.add_argument("--modes", nargs="+", default=list(DEFAULT_MODES), choices=MODES)
     parser.add_argument("--dtypes", nargs="+", default=["float32"], choices=sorted(DTYPES))
+    parser.add_argument("--entries", nargs="+", type=parse_entry, metavar="MODEL:MODE[:DTYPE]",
+                        help="exactly these combinations instead of every model x mode x dtype")  # fmt: skip
+    parser.add_argument("--baseline", type=parse_entry, metavar="MODEL:MODE[:DTYPE]",
+                        help="every row's ratio to this row of its input and batch size; MODEL may be "
+                        "'timm:{model}' (the row's own model name), e.g. timm:{model}:eager")  # fmt: skip
+    parser.add_argument("--isolation", choices=["process", "none"], default="process",
+                        help="a worker process per model, mode and dtype (no competing thread pools), "
+                        "or none")  # fmt: skip
+    parser.add_argument("--pause-ms", type=float, default=20.0, help="process isolation: rest between turns")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls per model before timing")
     parser.add_argument("--runs", type=int, default=30, help="timed calls per model at batch 1 (fewer for larger)")
@@ -346,9 +513,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--csv", type=Path, default=None, help="also write one CSV row per measurement here")
     parser.add_argument("--chart", type=Path, default=None, help="draw a latency-accuracy chart (PNG) here")
     parser.add_argument("--chart-mode", default="folded", choices=MODES, help="the mode the chart plots")
+    parser.add_argument("--markdown", type=Path, default=None, help="write a Markdown table of the rows here")
     args = parser.parse_args(argv)
-    if args.models is None:
+    if args.entries:
+        args.models = list(dict.fromkeys(spec for spec, _, _ in args.entries))
+    elif args.models is None:
         args.models = [args.model] + ([] if args.no_timm else [f"timm:{args.model}"])
+    if not args.entries:
+        args.entries = [(spec, mode, dtype) for dtype in args.dtypes for mode in args.modes for spec in args.models
+                        if combination_exists(mode, dtype)]  # fmt: skip
+    else:
+        bad = [e for e in args.entries if not combination_exists(e[1], e[2])]
+        if bad:
+            parser.error(f"--entries: {bad[0][1]} does not run in {bad[0][2]}")
+    args.modes = list(dict.fromkeys(mode for _, mode, _ in args.entries))
     for spec in args.models:
         if not spec.startswith("timm:") and spec not in nextvit.list_models():
             parser.error(f"--models: {spec!r} is neither one of {nextvit.list_models()} nor timm:<name>")
@@ -372,11 +550,15 @@ def run(args: argparse.Namespace) -> dict:
     flops = {(spec, size): _flops_or_zero(m, size) for size in args.input_sizes for spec, m in models.items()}
     gemm = {dtype: gemm_gflops(device=args.device, dtype=DTYPES[dtype]) for dtype in gemm_dtypes(args)}
     skip = {"tensorrt": tensorrt_unavailable(args.device)} if "tensorrt" in args.modes else {}
-    print(f"# {info['cpu']}, {info['logical_cores']} logical cores, {info['torch_threads']} torch threads"
-          + (f", {info['gpu']}" if args.device == "cuda" else ""))  # fmt: skip
+    print(f"# {info['cpu']} ({' '.join(info['cpu_isa']) or 'no AVX2'}), {info['logical_cores']} logical cores, "
+          f"{info['torch_threads']} torch threads" + (f", {info['gpu']}" if args.device == "cuda" else ""))  # fmt: skip
     print("# " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + f", commit {info['git_commit']}")
     rates = ", ".join(f"{dtype} {rate:.4g}" for dtype, rate in gemm.items())
-    print(f"# GEMM rate here (GFLOP/s): {rates}; warm-up {args.warmup} calls, then timed calls in alternation")
+    where = "a worker process each, turns" if args.isolation == "process" else "one process, calls"
+    print(
+        f"# GEMM rate here (GFLOP/s): {rates}; warm-up {args.warmup} calls, then timed calls in alternation "
+        f"({where} in alternation)"
+    )
     print(f"# median [p25-p75] ms per batch; ratio: to {args.models[0]}; /floor: to FLOPs / GEMM rate of the dtype")
     for mode, why in skip.items():
         if why:
@@ -391,47 +573,62 @@ def run(args: argparse.Namespace) -> dict:
                     gemm[dtype] = max(gemm[dtype], gemm_gflops(device=args.device, dtype=DTYPES[dtype]))
                 runs = max(5, args.runs // max(1, batch // 2) // (2 if size > 300 else 1))
                 print(f"\n{size}x{size}, batch {batch}", flush=True)
-                for dtype in args.dtypes:
-                    for mode in args.modes:
-                        if skip.get(mode):
-                            continue
-                        timed = []
-                        for spec, model in models.items():
-                            try:  # one model that cannot run here (e.g. a fixed input size) does not end the run
-                                t = make_timed(spec, model, mode, dtype, x, Path(tmp), args.device)
-                                if t is not None:
-                                    t.warm(1)
-                                    timed.append(t)
-                            except Exception as err:  # noqa: BLE001 - reported in the result, then go on
-                                why = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
-                                failed.append(dict(model=spec, mode=mode, dtype=dtype, batch=batch, input_size=size,
-                                                   error=why))  # fmt: skip
-                                print(f"  {mode:<12} {dtype:<9} {spec:<26} cannot run: {why}", flush=True)
-                        if not timed:
-                            continue
-                        for t in timed:
-                            t.warm(args.warmup + (2 if mode == "compile" else 0))
-                        for _ in range(runs):
-                            for t in timed:
-                                t.time_once()
-                        reference = timed[0].summary()["median_ms"]
-                        for t in timed:
-                            row = dict(model=t.name, mode=mode, dtype=dtype, device=args.device, batch=batch,
-                                       input_size=size, warmup=args.warmup,
-                                       gflops=round(flops[t.name, size] / 1e9, 4), **t.summary())  # fmt: skip
-                            row["ratio_to_first"] = round(row["median_ms"] / reference, 3)
-                            row["floor_ms"] = floor_ms(flops[t.name, size], batch, gemm[dtype])
-                            rows.append(row)
-                            to_floor = f"{row['median_ms'] / row['floor_ms']:.2f}" if row["floor_ms"] else "n/a"
-                            print(f"  {mode:<12} {dtype:<9} {t.name:<26} {row['median_ms']:9.1f} "
-                                  f"[{row['p25_ms']:.1f}-{row['p75_ms']:.1f}]   ratio {row['ratio_to_first']:.3f}"
-                                  f"   /floor {to_floor}", flush=True)  # fmt: skip
-                        torch._dynamo.reset()
+                timed = []
+                for spec, mode, dtype in args.entries:
+                    if skip.get(mode):
+                        continue
+                    try:  # one model that cannot run here (e.g. a fixed input size) does not end the run
+                        onnx_artifacts(spec, models[spec], mode, x, Path(tmp))  # made once, here
+                        if args.isolation == "process":
+                            t = start_worker(spec, mode, dtype, size, batch, Path(tmp), args)
+                        else:
+                            t = make_timed(spec, models[spec], mode, dtype, x, Path(tmp), args.device)
+                            t.warm(1 + args.warmup + (2 if mode == "compile" else 0))
+                        timed.append(((spec, mode, dtype), t))
+                    except Exception as err:  # noqa: BLE001 - reported in the result, then go on
+                        why = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+                        failed.append(dict(model=spec, mode=mode, dtype=dtype, batch=batch, input_size=size,
+                                           error=why))  # fmt: skip
+                        print(f"  {mode:<16} {dtype:<9} {spec:<26} cannot run: {why}", flush=True)
+                try:
+                    for _ in range(runs):
+                        for _, t in timed:
+                            t.time_once()
+                            if args.isolation == "process" and len(timed) > 1:
+                                time.sleep(args.pause_ms / 1e3)  # the last runtime's threads go to sleep
+                finally:
+                    for _, t in timed:
+                        if isinstance(t, WorkerTimed):
+                            t.close()
+                medians = {key: t.summary()["median_ms"] for key, t in timed}
+                for (spec, mode, dtype), t in timed:
+                    first = next(k for k in medians if k[1:] == (mode, dtype))
+                    row = dict(model=spec, mode=mode, dtype=dtype, device=args.device, batch=batch, input_size=size,
+                               warmup=args.warmup, isolation=args.isolation, gflops=round(flops[spec, size] / 1e9, 4),
+                               **t.summary())  # fmt: skip
+                    row["ratio_to_first"] = round(row["median_ms"] / medians[first], 3)
+                    if args.baseline is not None:
+                        b_spec, b_mode, b_dtype = args.baseline
+                        key = (b_spec.replace("{model}", base_name(spec)), b_mode, b_dtype)
+                        if key in medians:
+                            row["baseline"] = ":".join(key)
+                            row["ratio_to_baseline"] = round(row["median_ms"] / medians[key], 3)
+                    int8 = mode.endswith("_int8")  # no int8 GEMM rate is measured: no floor
+                    row["floor_ms"] = None if int8 else floor_ms(flops[spec, size], batch, gemm[dtype])
+                    rows.append(row)
+                    to_floor = f"{row['median_ms'] / row['floor_ms']:.2f}" if row["floor_ms"] else "n/a"
+                    to_base = f"   x{row['ratio_to_baseline']:.3f} baseline" if "ratio_to_baseline" in row else ""
+                    print(f"  {mode:<16} {dtype:<9} {spec:<26} {row['median_ms']:9.1f} "
+                          f"[{row['p25_ms']:.1f}-{row['p75_ms']:.1f}]   ratio {row['ratio_to_first']:.3f}"
+                          f"   /floor {to_floor}{to_base}", flush=True)  # fmt: skip
+                torch._dynamo.reset()
 
-    for row in rows:  # floors against the best GEMM rate of their dtype seen in the whole run
-        row["floor_ms"] = floor_ms(flops[row["model"], row["input_size"]], row["batch"], gemm[row["dtype"]])
+    for row in rows:  # floors against the best GEMM rate of their dtype seen in the whole run (none for int8)
+        if not row["mode"].endswith("_int8"):
+            row["floor_ms"] = floor_ms(flops[row["model"], row["input_size"]], row["batch"], gemm[row["dtype"]])
     gemm = {dtype: float(f"{rate:.4g}") for dtype, rate in gemm.items()}
-    return dict(models=args.models, gemm_gflops=gemm, machine=info, skipped=skip, failed=failed, rows=rows)
+    return dict(models=args.models, gemm_gflops=gemm, machine=info, skipped=skip, failed=failed, rows=rows,
+                isolation=args.isolation, baseline=":".join(args.baseline) if args.baseline else None)  # fmt: skip
 
 
 def write_csv(result: dict, path: Path) -> None:
@@ -485,6 +682,37 @@ def draw_chart(result: dict, path: Path, mode: str) -> None:
     plt.close(fig)
 
 
+def markdown_table(result: dict) -> str:
+    """A table per input and batch size: a line per model, a column per mode and dtype, each cell the
+    median ms and, where a baseline was timed, the ratio to it."""
+    info = result["machine"]
+    lines = [f"Measured on {info['cpu']} ({', '.join(info['cpu_isa']) or 'no AVX2'}), {info['torch_threads']} "
+             f"threads, {info['date'][:10]}; torch {info['versions']['torch']}, onnxruntime "
+             f"{info['versions'].get('onnxruntime', '-')}, openvino {info['versions'].get('openvino', '-')}; "
+             f"median of timed calls after warm-up, each runtime in its own process"
+             + (f"; ratios to {result['baseline']}" if result.get("baseline") else "") + "."]  # fmt: skip
+    groups: dict = {}
+    for row in result["rows"]:
+        groups.setdefault((row["input_size"], row["batch"]), []).append(row)
+    for (size, batch), rows in groups.items():
+        columns = list(dict.fromkeys((r["mode"], r["dtype"]) for r in rows))
+        names = list(dict.fromkeys(r["model"] for r in rows))
+        lines += ["", f"{size}x{size}, batch {batch}, ms (x baseline):", "",
+                  "| model | " + " | ".join(f"{m} {d}" for m, d in columns) + " |",
+                  "|---|" + "---:|" * len(columns)]  # fmt: skip
+        for name in names:
+            cells = []
+            for mode, dtype in columns:
+                hit = [r for r in rows if (r["model"], r["mode"], r["dtype"]) == (name, mode, dtype)]
+                if not hit:
+                    cells.append("")
+                    continue
+                ratio = hit[0].get("ratio_to_baseline")
+                cells.append(f"{hit[0]['median_ms']:.1f}" + (f" ({ratio:.2f})" if ratio is not None else ""))
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     result = run(args)
@@ -495,6 +723,10 @@ def main(argv=None) -> int:
     if args.csv and result["rows"]:
         write_csv(result, args.csv)
         print(f"wrote {args.csv}")
+    if args.markdown and result["rows"]:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(markdown_table(result))
+        print(f"wrote {args.markdown}")
     if args.chart:
         draw_chart(result, args.chart, args.chart_mode)
         print(f"wrote {args.chart}")

@@ -5,6 +5,9 @@
     python deployment/export_tensorrt_engine.py --model nextvit_small --checkpoint ckpt.pth --datatype int8 \\
         --calib-dir calibration_images/
     python deployment/export_tensorrt_engine.py --onnx model.onnx --batch-size 8 --profile
+    python deployment/quantize.py --model nextvit_small --checkpoint ckpt.pth --calib-dir train/ --target tensorrt \
+        --output small_qdq.onnx
+    python deployment/export_tensorrt_engine.py --onnx small_qdq.onnx --datatype int8 --checkpoint ckpt.pth
 
 Steps:
 
@@ -15,9 +18,10 @@ Steps:
    ONNX Runtime, with its own sidecar), never reused from an earlier run; `--onnx PATH` uses a
    given file instead.
 3. Engine: built by the TensorRT Python API when it is importable (or `--builder python`), else
-   by trtexec, run as an argument list. fp32, fp16, or int8: calibrated on `--calib-dir` images
-   through the Python API, or with trtexec built uncalibrated, which is labelled latency-only
-   (its accuracy is meaningless).
+   by trtexec, run as an argument list. fp32, fp16, or int8: explicitly quantized from a QDQ model
+   of deployment/quantize.py (`--onnx`, the recommended path: calibrated once, on your images, and
+   checked for accuracy there), calibrated on `--calib-dir` images through the Python API, or with
+   trtexec built uncalibrated, which is labelled latency-only (its accuracy is meaningless).
 4. Check: the engine runs on the same input as PyTorch and the largest difference is compared
    with `--atol + --rtol * max|reference|` (defaults by datatype; int8 is reported, not enforced).
 5. Profile (`--profile`): by the TensorRT that built the engine (an engine loads only in the
@@ -437,6 +441,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def onnx_is_quantized(path: Path) -> bool:
+    """Whether an ONNX model holds QuantizeLinear/DequantizeLinear nodes (a QDQ int8 model)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -448,6 +460,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(err))
     elif not args.onnx.is_file():
         parser.error(f"--onnx {args.onnx}: no such file")
+    # a QDQ model from deployment/quantize.py (--target tensorrt) carries its own int8 scales:
+    # TensorRT builds it as an explicitly quantized engine, nothing to calibrate
+    explicit_qdq = args.onnx is not None and args.onnx.is_file() and onnx_is_quantized(args.onnx)
+    if explicit_qdq and args.datatype != "int8":
+        parser.error(f"--onnx {args.onnx} is quantized (QuantizeLinear/DequantizeLinear): use --datatype int8")
+    if explicit_qdq and args.calib_dir is not None:
+        parser.error(f"--onnx {args.onnx} is already quantized: --calib-dir does not apply")
     if args.calib_dir is not None and args.datatype != "int8":
         parser.error("--calib-dir is for --datatype int8")
     if args.calib_dir is not None and not args.calib_dir.is_dir():
@@ -466,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.calib_dir is not None and builder != "python":
         parser.error("--calib-dir needs the tensorrt Python module (trtexec cannot calibrate from images)")
-    if args.datatype == "int8" and builder == "python" and args.calib_dir is None:
+    if args.datatype == "int8" and builder == "python" and args.calib_dir is None and not explicit_qdq:
         parser.error(
             "--datatype int8 with the TensorRT Python API needs --calib-dir (images to calibrate on); "
             "--builder trtexec builds an uncalibrated, latency-only int8 engine"
@@ -504,7 +523,9 @@ def main(argv: list[str] | None = None) -> int:
     flags = shape_flags(input_name, dims, shape)
 
     calibration = None
-    if args.datatype == "int8":
+    if args.datatype == "int8" and explicit_qdq:
+        calibration = dict(status="explicit quantization: the QDQ scales of the ONNX model (deployment/quantize.py)")
+    elif args.datatype == "int8":
         calibration = dict(status="latency-only, uncalibrated: trtexec --int8 without calibration data")
     print(f"building a {args.datatype} engine with {'the TensorRT Python API' if builder == 'python' else trtexec}")
     start = time.perf_counter()

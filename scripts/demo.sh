@@ -3,7 +3,9 @@
 #   1. the backbone: S/B/L built, counted, saved and reloaded, folded and compared;
 #   2. classification: a generated 10-class shapes dataset, nextvit_tiny trained on it through
 #      classification/train.sh (the same entry point as ImageNet training), then evaluated with
-#      its BatchNorms folded.
+#      its BatchNorms folded;
+#   3. deployment: the trained model quantized to a static int8 ONNX model (calibrated on training
+#      images), its val Acc@1 and ONNX Runtime latency against fp32.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -11,11 +13,11 @@ DATA=data/demo_shapes
 OUT=output/demo_classification
 EPOCHS=${DEMO_EPOCHS:-30}
 
-echo "== 1/3 backbone =="
+echo "== 1/4 backbone =="
 $PY scripts/backbone_demo.py
 
 echo
-echo "== 2/3 training nextvit_tiny on generated shapes ($EPOCHS epochs, CPU) =="
+echo "== 2/4 training nextvit_tiny on generated shapes ($EPOCHS epochs, CPU) =="
 if [ ! -d "$DATA/val" ]; then
     $PY -m nextvit.synthetic classification --output "$DATA" --num-classes 10 --train-per-class 150 \
         --val-per-class 30 --size 64 --seed 0
@@ -28,7 +30,7 @@ PYTHON=$PY bash classification/train.sh 1 --model nextvit_tiny --data-path "$DAT
 elapsed=$(( $(date +%s) - start ))
 
 echo
-echo "== 3/3 evaluating the best checkpoint with BatchNorm folded =="
+echo "== 3/4 evaluating the best checkpoint with BatchNorm folded =="
 PYTHON=$PY bash classification/train.sh 1 --model nextvit_tiny --data-path "$DATA" --input-size 64 \
     --batch-size 32 --num-workers 2 --eval --resume "$OUT/checkpoint_best.pth" --output-dir "$OUT" \
     | grep -E "^\* Acc|test images"
@@ -44,3 +46,9 @@ print(f"run folder: {out}/ (log.txt, curves.png, checkpoints, model.safetensors,
 if best["test_acc1"] < 30:
     raise SystemExit("demo: accuracy did not rise clearly above chance")
 PY
+
+echo
+echo "== 4/4 int8: quantizing the trained model (static QDQ ONNX) and comparing it with fp32 =="
+$PY deployment/quantize.py --model nextvit_tiny --checkpoint "$OUT/model.safetensors" \
+    --calib-dir "$DATA/train" --calib-images 200 --eval-dir "$DATA/val" --max-drop 1.0 \
+    --output "$OUT/nextvit_tiny_int8.onnx"

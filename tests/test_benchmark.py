@@ -12,6 +12,7 @@ def test_benchmark_writes_rows_with_provenance(import_script, tmp_path):
     benchmark = import_script("deployment", "benchmark")
     out, table, chart = tmp_path / "b.json", tmp_path / "b.csv", tmp_path / "b.png"
     argv = "--models nextvit_tiny timm:resnet18 --input-sizes 64 --batch-sizes 1 2 --runs 2 --warmup 1".split()
+    argv += ["--isolation", "none"]
     argv += "--modes eager folded onnxruntime tensorrt --dtypes float32 bfloat16".split()
     argv += ["--output", str(out), "--csv", str(table), "--chart", str(chart)]
     assert benchmark.main(argv) == 0
@@ -55,7 +56,7 @@ def test_a_model_that_cannot_run_is_reported_and_the_run_goes_on(import_script):
     benchmark = import_script("deployment", "benchmark")
     # EfficientFormer's attention biases are fixed to 224x224 inputs
     args = benchmark.parse_args("--models nextvit_tiny timm:efficientformer_l1 --input-sizes 64 --batch-sizes 1 "
-                                "--modes folded --runs 1 --warmup 0".split())  # fmt: skip
+                                "--modes folded --runs 1 --warmup 0 --isolation none".split())  # fmt: skip
     result = benchmark.run(args)
     assert [r["model"] for r in result["rows"]] == ["nextvit_tiny"]
     (failed,) = result["failed"]
@@ -70,6 +71,7 @@ def test_models_stay_on_the_cpu_in_float32_across_sizes_and_floors_follow_the_dt
 
     benchmark = import_script("deployment", "benchmark")
     args = benchmark.parse_args("--model nextvit_tiny --no-timm --input-sizes 64 96 --batch-sizes 1 --runs 1 "
+                                "--isolation none "
                                 "--warmup 0 --modes eager onnxruntime --dtypes float32 bfloat16".split())  # fmt: skip
     result = benchmark.run(args)
     assert not result["failed"]
@@ -120,12 +122,54 @@ def test_onnxruntime_runs_on_bound_buffers(import_script, tiny_calibrated, tmp_p
     benchmark = import_script("deployment", "benchmark")
     folded = nextvit.fold_batchnorm(tiny_calibrated)
     x = torch.randn(2, 3, 64, 64)
-    fn, inp = benchmark._onnx_fn(folded, x, tmp_path, "tiny", "cpu")
+    path = benchmark.onnx_artifacts("nextvit_tiny", folded, "onnxruntime", x, tmp_path)["fp32"]
+    fn, inp = benchmark._onnxruntime_fn(path, x, "cpu")
     assert inp.data_ptr() == x.data_ptr()  # the input is used in place, not copied per call
     (out,) = fn(inp)
     with torch.no_grad():
         expected = folded(x)
     assert torch.allclose(torch.from_numpy(out.numpy()), expected, atol=1e-4, rtol=1e-3)
+
+
+def test_low_precision_runtimes_in_worker_processes_with_a_baseline(import_script, tmp_path):
+    """Each runtime in its own process, timed in turns; int8 ONNX Runtime/OpenVINO, OpenVINO bf16 and
+    PyTorch bf16 rows; ratios to the baseline row; the Markdown table."""
+    benchmark = import_script("deployment", "benchmark")
+    table = tmp_path / "table.md"
+    entries = ["timm:resnet18:eager", "nextvit_tiny:folded", "nextvit_tiny:folded:bfloat16",
+               "nextvit_tiny:onnxruntime_int8", "nextvit_tiny:openvino:bfloat16",
+               "nextvit_tiny:openvino_int8"]  # fmt: skip
+    argv = ["--entries", *entries, "--baseline", "timm:resnet18:eager", "--input-sizes", "64", "--batch-sizes", "1",
+            "--runs", "3", "--warmup", "1", "--pause-ms", "1", "--markdown", str(table)]  # fmt: skip
+    args = benchmark.parse_args(argv)
+    assert args.isolation == "process" and args.entries[2] == ("nextvit_tiny", "folded", "bfloat16")
+    result = benchmark.run(args)
+    assert not result["failed"]
+    rows = {(r["model"], r["mode"], r["dtype"]): r for r in result["rows"]}
+    assert len(rows) == 6 and all(r["isolation"] == "process" and r["runs"] == 5 for r in rows.values())
+    assert rows["timm:resnet18", "eager", "float32"]["ratio_to_baseline"] == 1.0
+    for row in rows.values():
+        assert row["median_ms"] > 0 and row["ratio_to_baseline"] == pytest.approx(
+            row["median_ms"] / rows["timm:resnet18", "eager", "float32"]["median_ms"], rel=0.01, abs=1e-3)  # fmt: skip
+    assert rows["nextvit_tiny", "onnxruntime_int8", "float32"]["floor_ms"] is None
+    assert "avx2" in result["machine"]["cpu_isa"] or result["machine"]["cpu_isa"] == []
+    table.write_text(benchmark.markdown_table(result))
+    text = table.read_text()
+    assert "| nextvit_tiny |" in text and "onnxruntime_int8 float32" in text and "(1.00)" in text
+
+
+def test_entries_and_baseline_are_checked(import_script):
+    benchmark = import_script("deployment", "benchmark")
+    assert benchmark.parse_entry("timm:{model}:eager") == ("timm:{model}", "eager", "float32")
+    assert benchmark.parse_entry("timm:nextvit_small:openvino:bfloat16") == (
+        "timm:nextvit_small",
+        "openvino",
+        "bfloat16",
+    )
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--entries", "nextvit_tiny:onnxruntime_int8:bfloat16"])
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--entries", "nextvit_tiny:turbo"])
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")

@@ -411,6 +411,34 @@ def test_tensorrt_trtexec_flow_with_a_stand_in(import_script, tiny_checkpoint, t
     assert os.path.getsize(engine) > 0
 
 
+def test_tensorrt_builds_a_qdq_model_as_an_explicitly_quantized_engine(
+    import_script, tiny_checkpoint, tmp_path, monkeypatch
+):
+    """The int8 QDQ model of deployment/quantize.py (--target tensorrt) needs no calibration here."""
+    from nextvit.quantize import quantize_qdq
+
+    trt_script = import_script("deployment", "export_tensorrt_engine")
+    trtexec = tmp_path / "trtexec"
+    trtexec.write_text(FAKE_TRTEXEC.format(python=sys.executable, summary=TRTEXEC_SUMMARY))
+    trtexec.chmod(trtexec.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr(trt_script, "_gpu_visible", lambda: True)
+    monkeypatch.chdir(tmp_path)
+    source = load_source("nextvit_tiny", tiny_checkpoint, batch_size=2, image_size=[64])
+    export_and_check_onnx(source, tmp_path / "fp32.onnx", log=lambda m: None)
+    calib = [source.example_input(1, seed=i)[0].numpy() for i in range(4)]
+    quantize_qdq(tmp_path / "fp32.onnx", tmp_path / "qdq.onnx", calib, lambda a: a, target="tensorrt",
+                 calibration_batch=2)  # fmt: skip
+    base = ["--onnx", "qdq.onnx", "--checkpoint", str(tiny_checkpoint), "--model", "nextvit_tiny", "--image-size",
+            "64", "--batch-size", "2", "--trtexec-path", str(trtexec)]  # fmt: skip
+    with pytest.raises(SystemExit) as refused:
+        trt_script.main([*base, "--datatype", "fp16"])
+    assert refused.value.code == 2
+    assert trt_script.main([*base, "--datatype", "int8", "--output", "qdq.trt"]) == 0
+    record = json.loads((tmp_path / "qdq.trt.json").read_text())
+    assert record["int8_calibration"]["status"].startswith("explicit quantization")
+    assert "--int8" in record["builder"]["command"] and record["check"]["max_abs_diff"] < 0.5
+
+
 def test_tensorrt_timing_summary_without_tensorrt():
     """nextvit.tensorrt imports without TensorRT; its summary is plain statistics of the timings."""
     from nextvit.tensorrt import timings_summary

@@ -1,0 +1,319 @@
+"""Static int8 quantization of a Next-ViT: a QDQ ONNX model calibrated on real images.
+
+The folded fp32 ONNX export (`nextvit.export`) is calibrated with ONNX Runtime on images of an
+ImageFolder, through the model's own eval preprocessing (resize to size/crop_pct, bicubic, center
+crop, ImageNet mean/std), and rewritten with QuantizeLinear/DequantizeLinear pairs around every
+Conv, MatMul and Gemm (per-channel int8 weights). The same file runs in ONNX Runtime and OpenVINO
+on CPUs and builds an explicitly quantized TensorRT engine (`target="tensorrt"`: symmetric int8).
+
+Activation type on CPUs (the `reduce_range` choice): int8 kernels on x86 multiply uint8 activations
+by int8 weights. With VNNI (AVX512-VNNI, AVX-VNNI, AMX) the products accumulate in 32 bits and the
+full 8-bit range is safe. Without it (AVX2, AVX-512 without VNNI), the instruction sums pairs of
+products in 16 bits with saturation, so 8-bit weights can overflow; 7-bit weights (`reduce_range`)
+avoid that at a small cost in precision. `reduce_range=None` decides from this CPU's flags; set it
+explicitly when the model is quantized on one machine for another.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "QuantizeError",
+    "CALIBRATION_METHODS",
+    "EvalPreprocess",
+    "find_images",
+    "labelled_images",
+    "cpu_has_vnni",
+    "quantize_qdq",
+    "evaluate_onnx",
+    "onnx_latency_ms",
+    "onnx_session",
+]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+class QuantizeError(ValueError):
+    """Bad input for quantization (a folder, a flag value); the message names it."""
+
+
+# --------------------------------------------------------------------------------------------
+# Images
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvalPreprocess:
+    """The classifier's eval preprocessing: what a calibration image must go through too."""
+
+    size: int
+    crop_pct: float = 0.875
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    def __call__(self, path: str | os.PathLike) -> np.ndarray:
+        """(3, size, size) float32 array for one image file."""
+        from PIL import Image
+
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            w, h = img.size
+            short = int(self.size / self.crop_pct)
+            scale = short / min(w, h)
+            img = img.resize((max(short, round(w * scale)), max(short, round(h * scale))), Image.BICUBIC)
+            w, h = img.size
+            left, top = int(round((w - self.size) / 2)), int(round((h - self.size) / 2))
+            img = img.crop((left, top, left + self.size, top + self.size))
+            pixels = np.asarray(img, dtype=np.float32) / 255.0
+        pixels = (pixels - np.array(self.mean, np.float32)) / np.array(self.std, np.float32)
+        return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def find_images(folder: str | os.PathLike, limit: int | None = None, seed: int = 0, flag: str = "folder") -> list[Path]:
+    """Up to `limit` images under `folder` (recursively), spread over its subfolders (classes):
+    one from each in turn, in a seeded random order inside each, so a small sample covers them all."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise QuantizeError(f"{flag} {folder}: no such folder")
+    groups: dict[Path, list[Path]] = {}
+    for path in sorted(folder.rglob("*")):
+        if _is_image(path):
+            groups.setdefault(path.parent, []).append(path)
+    if not groups:
+        raise QuantizeError(f"{flag} {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    rng = random.Random(seed)
+    for files in groups.values():
+        rng.shuffle(files)
+    picked: list[Path] = []
+    queues = list(groups.values())
+    depth = 0
+    while queues and (limit is None or len(picked) < limit):
+        queues = [q for q in queues if len(q) > depth]
+        for q in queues:
+            if limit is not None and len(picked) >= limit:
+                break
+            picked.append(q[depth])
+        depth += 1
+    return picked
+
+
+def labelled_images(
+    folder: str | os.PathLike, num_classes: int, class_names: Sequence[str] | None = None, flag: str = "--eval-dir"
+) -> tuple[list[tuple[Path, int]], list[str]]:
+    """(image, class index) pairs of an ImageFolder (`folder/<class>/<image>`), checked against the
+    classifier: as many class folders as it has outputs, with its class names when they are known."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise QuantizeError(f"{flag} {folder}: no such folder")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not classes:
+        raise QuantizeError(f"{flag} {folder} has no class folders (expected {folder}/<class>/<image>)")
+    if len(classes) != num_classes:
+        raise QuantizeError(
+            f"{flag} {folder} has {len(classes)} class folders but the checkpoint's classifier has {num_classes} "
+            "outputs: evaluate on the validation folder of the data the model was trained on"
+        )
+    if class_names is not None and list(class_names) != classes:
+        differ = [f"{a}/{b}" for a, b in zip(class_names, classes) if a != b][:5]
+        raise QuantizeError(
+            f"{flag} {folder}: its class folders differ from the checkpoint's classes (checkpoint/folder: "
+            f"{', '.join(differ)})"
+        )
+    samples = [(p, i) for i, name in enumerate(classes) for p in sorted((folder / name).rglob("*")) if _is_image(p)]
+    if not samples:
+        raise QuantizeError(f"{flag} {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return samples, classes
+
+
+# --------------------------------------------------------------------------------------------
+# Quantization
+# --------------------------------------------------------------------------------------------
+
+
+def cpu_has_vnni() -> bool:
+    """Whether this CPU has 8-bit dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags for f in (" avx512_vnni", " avx_vnni", " amx_int8"))
+
+
+def _require_onnxruntime():
+    try:
+        import onnxruntime
+        import onnxruntime.quantization  # noqa: F401
+    except ImportError as err:
+        raise ModuleNotFoundError(
+            "ONNX Runtime is not installed: pip install onnxruntime (requirements.txt pins the tested version)"
+        ) from err
+    return onnxruntime
+
+
+def _calibration_reader(images: Sequence[Path], preprocess: Callable, input_name: str, batch: int):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class FolderReader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.position = 0
+
+        def get_next(self) -> dict | None:
+            if self.position >= len(images):
+                return None
+            chunk = images[self.position : self.position + batch]
+            self.position += len(chunk)
+            return {input_name: np.stack([preprocess(p) for p in chunk])}
+
+        def rewind(self) -> None:
+            self.position = 0
+
+    return FolderReader()
+
+
+def quantize_qdq(
+    fp32_onnx: str | os.PathLike,
+    output: str | os.PathLike,
+    calibration_images: Sequence[Path],
+    preprocess: Callable[[Path], np.ndarray],
+    *,
+    method: str = "minmax",
+    per_channel: bool = True,
+    target: str = "cpu",
+    reduce_range: bool | None = None,
+    input_name: str = "input",
+    calibration_batch: int = 8,
+) -> dict:
+    """Write a static int8 QDQ model of `fp32_onnx` to `output`; return the settings used.
+
+    `target="cpu"`: uint8 activations (asymmetric), int8 weights, `reduce_range` from the CPU's
+    flags when None (see the module doc). `target="tensorrt"`: int8 activations and weights, both
+    symmetric (zero point 0), which is what TensorRT's explicit quantization takes.
+    """
+    _require_onnxruntime()
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in CALIBRATION_METHODS:
+        raise QuantizeError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
+    if target not in ("cpu", "tensorrt"):
+        raise QuantizeError(f"target must be 'cpu' or 'tensorrt', got {target!r}")
+    if not calibration_images:
+        raise QuantizeError("no calibration images")
+    calibrate = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[method]
+    if target == "tensorrt":
+        activation, symmetric, reduce_range = QuantType.QInt8, True, False
+    else:
+        activation, symmetric = QuantType.QUInt8, False
+        if reduce_range is None:
+            reduce_range = not cpu_has_vnni()
+    extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
+    if method == "percentile":
+        extra["CalibPercentile"] = 99.999
+    output = Path(output)
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=False)
+        quantize_static(
+            str(prepared),
+            str(output),
+            _calibration_reader(calibration_images, preprocess, input_name, calibration_batch),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            activation_type=activation,
+            weight_type=QuantType.QInt8,
+            calibrate_method=calibrate,
+            op_types_to_quantize=["Conv", "MatMul", "Gemm"],
+            extra_options=extra,
+        )
+    return dict(
+        format="QDQ",
+        method=method,
+        calibration_images=len(calibration_images),
+        per_channel=per_channel,
+        target=target,
+        activations="int8 symmetric" if target == "tensorrt" else "uint8 asymmetric",
+        weights="int8 symmetric" + (", 7-bit range" if reduce_range else ""),
+        reduce_range=bool(reduce_range),
+        cpu_vnni=cpu_has_vnni(),
+        quantized_ops=["Conv", "MatMul", "Gemm"],
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation and latency
+# --------------------------------------------------------------------------------------------
+
+
+def onnx_session(path: str | os.PathLike, threads: int | None = None):
+    ort = _require_onnxruntime()
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def evaluate_onnx(
+    fp32_onnx: str | os.PathLike,
+    int8_onnx: str | os.PathLike,
+    samples: Sequence[tuple[Path, int]],
+    preprocess: Callable[[Path], np.ndarray],
+    *,
+    input_name: str = "input",
+    batch: int = 16,
+) -> dict:
+    """Top-1 of both models on labelled images, how often they agree, and how close their logits are."""
+    fp32, int8 = onnx_session(fp32_onnx), onnx_session(int8_onnx)
+    logits = {"fp32": [], "int8": []}
+    for start in range(0, len(samples), batch):
+        x = np.stack([preprocess(p) for p, _ in samples[start : start + batch]])
+        logits["fp32"].append(fp32.run(None, {input_name: x})[0])
+        logits["int8"].append(int8.run(None, {input_name: x})[0])
+    a, b = np.concatenate(logits["fp32"]), np.concatenate(logits["int8"])
+    labels = np.array([label for _, label in samples])
+    cosine = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    top1_fp32 = float((a.argmax(1) == labels).mean() * 100)
+    top1_int8 = float((b.argmax(1) == labels).mean() * 100)
+    return dict(
+        images=len(samples),
+        top1_fp32=round(top1_fp32, 3),
+        top1_int8=round(top1_int8, 3),
+        top1_drop=round(top1_fp32 - top1_int8, 3),
+        top1_agreement=round(float((a.argmax(1) == b.argmax(1)).mean() * 100), 3),
+        logit_cosine_mean=round(float(cosine.mean()), 6),
+        logit_cosine_min=round(float(cosine.min()), 6),
+    )
+
+
+def onnx_latency_ms(path: str | os.PathLike, shape: Sequence[int], *, runs: int = 30, warmup: int = 5,
+                    threads: int | None = None, input_name: str = "input") -> float:  # fmt: skip
+    """Median latency of one ONNX Runtime call on the CPU (ms), after `warmup` calls."""
+    session = onnx_session(path, threads)
+    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    for _ in range(warmup):
+        session.run(None, {input_name: x})
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, {input_name: x})
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1e3) if times else math.nan
