@@ -2,7 +2,7 @@
 # Both create .venv and install the tested set first (scripts/setup_env.sh, idempotent).
 PY := .venv/bin/python
 
-.PHONY: venv demo test lint bench bench-zoo detection segmentation clean
+.PHONY: venv demo test test-core lint bench bench-zoo detection segmentation clean
 
 venv:
 	bash scripts/setup_env.sh
@@ -12,6 +12,11 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest
+
+# The fast tier: the package alone, which needs only `pip install -e .[timm,flops]` (no mm stack, no exporters).
+# Outside .venv: make test-core PY=python. The other tiers (markers in pyproject.toml): -m mm, -m export, -m data.
+test-core:
+	$(PY) -m pytest -m core
 
 lint: venv
 	$(PY) -m ruff check .
@@ -31,6 +36,17 @@ bench-zoo: venv
 		timm:resnet50 timm:convnext_tiny timm:efficientformer_l1 --input-sizes 224 384 --batch-sizes 1 8 \
 		--modes folded onnxruntime --runs 20 --output logs/benchmark_zoo_cpu.json --csv logs/benchmark_zoo_cpu.csv \
 		--chart images/latency_accuracy_cpu.png | tee logs/benchmark_zoo_cpu.txt
+
+# Next-ViT-S/B/L in fp32, bf16 and int8 per runtime (PyTorch folded, ONNX Runtime, OpenVINO) at 224 and
+# 384, batch 1, each runtime in its own process, with ratios to timm's eager model of the same size.
+bench-lowp: venv
+	for size in small base large; do \
+		m=nextvit_$$size; \
+		$(PY) deployment/benchmark.py --entries timm:$$m:eager $$m:folded $$m:folded:bfloat16 $$m:onnxruntime \
+			$$m:onnxruntime_int8 $$m:openvino $$m:openvino:bfloat16 $$m:openvino_int8 --baseline 'timm:{model}:eager' \
+			--input-sizes 224 384 --batch-sizes 1 --runs 12 --output logs/benchmark_lowp_cpu_$$size.json \
+			--markdown logs/benchmark_lowp_cpu_$$size.md | tee logs/benchmark_lowp_cpu_$$size.txt || exit 1; \
+	done
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache *.egg-info

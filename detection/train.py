@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nextvit.mm_runner import train, train_arg_parser
+from nextvit.mm.runner import train, train_arg_parser
 
 
 def main(argv=None) -> None:

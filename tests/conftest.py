@@ -1,6 +1,12 @@
-"""Shared fixtures: models with random but realistic weights."""
+"""Shared fixtures (models with random but realistic weights), and the test tiers.
+
+Each test file belongs to one tier, named after what it needs installed (the markers of
+pyproject.toml): `pytest -m core` runs with the package alone, `make test` runs every tier.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -54,3 +60,31 @@ def import_script():
         return module
 
     return load
+
+
+TIERS = {
+    # `pip install -e .[timm,flops]`: timm (with torchvision) and fvcore are what these files import besides torch
+    "core": (
+        "test_model",
+        "test_checkpoint",
+        "test_folding",
+        "test_flops",
+        "test_ecosystem",
+        "test_package",
+        "test_setup",
+    ),
+    "mm": ("test_mm_adapter", "test_detection", "test_segmentation"),
+    "export": ("test_deployment", "test_quantize", "test_benchmark"),
+    "data": ("test_classification", "test_architecture_figure"),
+}
+TIER_OF_FILE = {name: tier for tier, names in TIERS.items() for name in names}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with its file's tier, unless the test names its own (one that needs more than its file).
+
+    A file missing from TIERS runs in `make test` only; test_package.py checks that none is missing."""
+    for item in items:
+        tier = TIER_OF_FILE.get(Path(str(item.path)).stem)
+        if tier and not any(item.get_closest_marker(t) for t in TIERS):
+            item.add_marker(getattr(pytest.mark, tier))

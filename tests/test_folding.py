@@ -91,6 +91,7 @@ def test_headless_model_folds_its_final_norm_into_an_affine_map(tiny_calibrated)
         assert relative_error(folded(x), model(x)) < 1e-5
 
 
+@pytest.mark.export  # needs onnx and onnxruntime
 def test_folded_model_exports_no_batchnorm_to_onnx(tiny_calibrated, tmp_path):
     import onnx
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from helpers import randomize_and_calibrate
@@ -10,6 +12,12 @@ from torch import nn
 
 import nextvit
 from nextvit.mm import NextViTBackbone  # needs mmengine, which `make test` installs
+
+ROOT = Path(__file__).resolve().parents[1]
+TASK_CONFIGS = [
+    *sorted((ROOT / "detection" / "configs").glob("*.py")),
+    *sorted((ROOT / "segmentation" / "configs").glob("*.py")),
+]
 
 
 def build(scope: str, **cfg):
@@ -142,3 +150,24 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         sum(o.square().mean() for o in m(x)).backward()
     for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters()):
         assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.parametrize("path", TASK_CONFIGS, ids=lambda p: p.name)
+def test_every_config_builds_the_shared_backbone_with_its_task_settings(path):
+    """configs/nextvit_backbone.py holds the backbone once; each task's primitive sets what differs."""
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(path))
+    assert cfg.custom_imports.imports == ["nextvit.mm"] and cfg.custom_imports.allow_failed_imports is False
+    backbone = cfg.model.backbone
+    arch = next(a for a in ("small", "base", "large") if f"_{a}_" in path.name)
+    assert "_delete_" not in backbone
+    assert (backbone.type, backbone.arch, backbone.out_indices) == ("NextViTBackbone", arch, (0, 1, 2, 3))
+    assert backbone.init_cfg == dict(type="Pretrained", checkpoint=f"../checkpoints/nextvit_{arch}_in1k_224.pth")
+    if path.name.startswith("mask_rcnn"):  # stem and stage 0 frozen, BatchNorm statistics too
+        assert (backbone.frozen_stages, backbone.norm_eval, backbone.with_extra_norm) == (1, True, False)
+        assert set(backbone) == {"type", "arch", "out_indices", "frozen_stages", "norm_eval", "with_extra_norm",
+                                 "init_cfg"}  # fmt: skip
+    else:  # nothing frozen, a norm on every output, drop-path 0.2, SyncBN across GPUs
+        assert (backbone.frozen_stages, backbone.norm_eval, backbone.with_extra_norm) == (-1, False, True)
+        assert backbone.drop_path_rate == 0.2 and backbone.norm_cfg == dict(type="SyncBN", requires_grad=True)

@@ -116,11 +116,11 @@ def _build(cfg: Config):
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
 
-    from nextvit.mm_runner import _sync_bn_to_bn
+    from nextvit.mm.runner import sync_bn_to_bn
 
     register_all_modules()
     cfg.model.backbone.init_cfg = None
-    _sync_bn_to_bn(cfg.model)
+    sync_bn_to_bn(cfg.model)
     return MODELS.build(cfg.model)
 
 

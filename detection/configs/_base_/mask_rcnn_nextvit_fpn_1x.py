@@ -1,28 +1,19 @@
 # Mask R-CNN + FPN with a Next-ViT backbone, 1x schedule: the primitive config of this folder.
 # Settings of the original release: FPN [96, 256, 512, 1024] -> 256 with 5 outputs, standard RPN,
-# Shared2FC box head and FCN mask head; backbone with stem + stage 0 frozen and BatchNorms in eval
-# mode; AdamW lr 1e-4, weight decay 0.05, none on norms; 500-iteration linear warm-up from 1e-6;
-# 12 epochs, steps at 8 and 11; 2 images per GPU x 8 GPUs; mixed precision with loss scale 512.
+# Shared2FC box head and FCN mask head; the backbone of configs/nextvit_backbone.py (repository root)
+# with stem + stage 0 frozen and BatchNorms in eval mode; AdamW lr 1e-4, weight decay 0.05, none on
+# norms; 500-iteration linear warm-up from 1e-6; 12 epochs, steps at 8 and 11; 2 images per GPU x 8
+# GPUs; mixed precision with loss scale 512.
 _base_ = [
     "mmdet::_base_/models/mask-rcnn_r50_fpn.py",
     "mmdet::_base_/datasets/coco_instance.py",
     "mmdet::_base_/schedules/schedule_1x.py",
     "mmdet::_base_/default_runtime.py",
+    "../../../configs/nextvit_backbone.py",
 ]
-custom_imports = dict(imports=["nextvit.mm"], allow_failed_imports=False)
 
-pretrained = "../checkpoints/nextvit_small_in1k_224.pth"  # any layout nextvit reads
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type="NextViTBackbone",
-        arch="small",
-        out_indices=(0, 1, 2, 3),
-        frozen_stages=1,
-        norm_eval=True,
-        with_extra_norm=False,
-        init_cfg=dict(type="Pretrained", checkpoint=pretrained),
-    ),
+    backbone=dict(_base_.nextvit_backbone, _delete_=True, frozen_stages=1, norm_eval=True),  # noqa: F821
     neck=dict(in_channels=[96, 256, 512, 1024], out_channels=256, num_outs=5),
 )
 

@@ -1,10 +1,8 @@
 # Semantic FPN with a Next-ViT backbone on ADE20K, 80k schedule: the primitive of the fpn_* configs.
-# Settings of the original release: backbone with a BatchNorm on every stage output (the last one is
-# the classifier's final norm), nothing frozen, BatchNorms training (SyncBN across GPUs; train.py
-# uses BN when the run is not distributed over GPUs), drop-path 0.2 for every size (the original
-# segmentation configs used 0.2 for S too, where classification used 0.1); FPN [96, 256, 512, 1024]
-# -> 256 x 4 levels; FPNHead with 128 channels and 150 classes; AdamW lr 1e-4, weight decay 1e-4;
-# poly decay (power 0.9) to 1e-6.
+# Settings of the original release: the segmentation backbone of ./nextvit_backbone.py (extra output
+# norms, nothing frozen, BatchNorms training, drop-path 0.2); FPN [96, 256, 512, 1024] -> 256 x 4
+# levels; FPNHead with 128 channels and 150 classes; AdamW lr 1e-4, weight decay 1e-4; poly decay
+# (power 0.9) to 1e-6.
 #
 # "80k" means 80k iterations at batch 16 (2 per GPU x 8), which is what this config does. The
 # original run took the same number of images as 40k iterations at batch 32 (4 per GPU x 8); to
@@ -16,27 +14,15 @@ _base_ = [
     "./ade20k_512x512.py",
     "mmseg::_base_/default_runtime.py",
     "mmseg::_base_/schedules/schedule_80k.py",
+    "./nextvit_backbone.py",
 ]
-custom_imports = dict(imports=["nextvit.mm"], allow_failed_imports=False)
 
 crop_size = (512, 512)
 norm_cfg = dict(type="SyncBN", requires_grad=True)
-pretrained = "../checkpoints/nextvit_small_in1k_224.pth"  # any layout nextvit reads
 model = dict(
     data_preprocessor=dict(size=crop_size),
     pretrained=None,
-    backbone=dict(
-        _delete_=True,
-        type="NextViTBackbone",
-        arch="small",
-        out_indices=(0, 1, 2, 3),
-        frozen_stages=-1,
-        norm_eval=False,
-        with_extra_norm=True,
-        drop_path_rate=0.2,
-        norm_cfg=norm_cfg,
-        init_cfg=dict(type="Pretrained", checkpoint=pretrained),
-    ),
+    backbone=dict(_base_.nextvit_backbone, _delete_=True),  # noqa: F821
     neck=dict(in_channels=[96, 256, 512, 1024], out_channels=256, num_outs=4),
     decode_head=dict(channels=128, num_classes=150, norm_cfg=norm_cfg),
 )

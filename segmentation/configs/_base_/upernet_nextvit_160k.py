@@ -1,6 +1,6 @@
 # UperNet with a Next-ViT backbone on ADE20K, 160k schedule: the primitive of the upernet_* configs.
-# Settings of the original release: the backbone as in the FPN configs (extra output norms, nothing
-# frozen, BatchNorms training, drop-path 0.2); UPerHead with 512 channels and pool scales
+# Settings of the original release: the segmentation backbone of ./nextvit_backbone.py (extra output
+# norms, nothing frozen, BatchNorms training, drop-path 0.2); UPerHead with 512 channels and pool scales
 # (1, 2, 3, 6); an FCN auxiliary head on the stage-2 output (512 channels in, 256 inside, loss
 # weight 0.4); AdamW lr 6e-5, weight decay 0.01, none on norms; 1500-iteration linear warm-up, then
 # poly decay (power 1.0) to 0; 2 images per GPU x 8 GPUs = 16; 160k iterations, evaluated every 16k.
@@ -9,27 +9,15 @@ _base_ = [
     "./ade20k_512x512.py",
     "mmseg::_base_/default_runtime.py",
     "mmseg::_base_/schedules/schedule_160k.py",
+    "./nextvit_backbone.py",
 ]
-custom_imports = dict(imports=["nextvit.mm"], allow_failed_imports=False)
 
 crop_size = (512, 512)
 norm_cfg = dict(type="SyncBN", requires_grad=True)
-pretrained = "../checkpoints/nextvit_small_in1k_224.pth"  # any layout nextvit reads
 model = dict(
     data_preprocessor=dict(size=crop_size),
     pretrained=None,
-    backbone=dict(
-        _delete_=True,
-        type="NextViTBackbone",
-        arch="small",
-        out_indices=(0, 1, 2, 3),
-        frozen_stages=-1,
-        norm_eval=False,
-        with_extra_norm=True,
-        drop_path_rate=0.2,
-        norm_cfg=norm_cfg,
-        init_cfg=dict(type="Pretrained", checkpoint=pretrained),
-    ),
+    backbone=dict(_base_.nextvit_backbone, _delete_=True),  # noqa: F821
     decode_head=dict(
         in_channels=[96, 256, 512, 1024], pool_scales=(1, 2, 3, 6), channels=512, num_classes=150, norm_cfg=norm_cfg
     ),

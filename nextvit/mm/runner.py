@@ -1,15 +1,14 @@
-"""What detection/ and segmentation/ entry points share: arguments, config loading, CPU adaptation.
+"""What detection/ and segmentation/ train.py and test.py share: arguments, config loading, CPU adaptation.
 
-Both tasks run mmengine's Runner on an OpenMMLab 3.x config. Their train.py / test.py differ only
-in the metrics they name, so the rest lives here once:
+Both tasks run mmengine's Runner on an OpenMMLab 3.x config and differ only in the metrics their
+test.py names, so the rest lives here once:
 
 * `train_arg_parser` / `test_arg_parser`: the flags of the original tools (`--work-dir`,
   `--resume`, `--cfg-options` (also `--options`), `--launcher`, `--local_rank`);
 * `load_config`: the config with overrides merged, the launcher and work dir set;
 * `adapt_to_machine`: the same config runs on a machine without CUDA (gloo, DDP without device
   ids, fp32 instead of fp16 AMP, BatchNorm instead of SyncBatchNorm);
-* `train`: the whole of train.py;
-* `flops_main`: the command line of get_flops.py, around each task's own counting function.
+* `train` / `test`: the whole of train.py, and test.py around each task's own metric flags.
 """
 
 from __future__ import annotations
@@ -22,9 +21,17 @@ from collections.abc import Callable
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
 
-from .mm import allow_mmengine_checkpoints
+from .convert import allow_mmengine_checkpoints, convert_mm_checkpoint
 
-__all__ = ["adapt_to_machine", "flops_main", "load_config", "test_arg_parser", "train", "train_arg_parser"]
+__all__ = [
+    "adapt_to_machine",
+    "load_config",
+    "sync_bn_to_bn",
+    "test",
+    "test_arg_parser",
+    "train",
+    "train_arg_parser",
+]
 
 
 def _common_args(parser: argparse.ArgumentParser) -> None:
@@ -74,18 +81,20 @@ def load_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def _sync_bn_to_bn(node: object) -> int:
-    """Replace every `type="SyncBN"` norm config by `type="BN"`; return how many were replaced."""
+def sync_bn_to_bn(node: object) -> int:
+    """Replace every `type="SyncBN"` norm config by `type="BN"`; return how many were replaced.
+
+    SyncBatchNorm needs a process group on GPUs; the same arithmetic without one is BatchNorm."""
     replaced = 0
     if isinstance(node, dict):
         if node.get("type") == "SyncBN":
             node["type"] = "BN"
             replaced += 1
         for value in node.values():
-            replaced += _sync_bn_to_bn(value)
+            replaced += sync_bn_to_bn(value)
     elif isinstance(node, (list, tuple)):
         for value in node:
-            replaced += _sync_bn_to_bn(value)
+            replaced += sync_bn_to_bn(value)
     return replaced
 
 
@@ -97,7 +106,7 @@ def adapt_to_machine(cfg: Config) -> None:
     and fp32 instead of fp16 (AMP needs CUDA).
     """
     cuda = torch.cuda.is_available()
-    if not (cuda and cfg.launcher != "none") and _sync_bn_to_bn(cfg.model):
+    if not (cuda and cfg.launcher != "none") and sync_bn_to_bn(cfg.model):
         print("SyncBN -> BN: this run is not distributed over GPUs")
     if cuda:
         return
@@ -133,35 +142,24 @@ def train(args: argparse.Namespace) -> None:
             raise SystemExit(f"--resume: checkpoint not found: {args.resume}")
         cfg.resume, cfg.load_from = True, args.resume
     elif cfg.get("load_from"):  # fine-tuning from a detector/segmentor of the original release
-        from .mm import convert_mm_checkpoint
-
         os.makedirs(cfg.work_dir, exist_ok=True)
         cfg.load_from = convert_mm_checkpoint(cfg.load_from, cfg.model.backbone.arch, cfg.work_dir)
     os.makedirs(cfg.work_dir, exist_ok=True)
     Runner.from_cfg(cfg).train()
 
 
-def flops_main(
-    argv: list[str] | None,
-    description: str,
-    count: Callable[..., dict],
-    default_shape: tuple[int, int],
-    describe_params: Callable[[dict], str],
-) -> int:
-    """get_flops.py: parameters, and FLOPs with and without the attention matrix products."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("config")
-    parser.add_argument("--shape", type=int, nargs="+", default=list(default_shape), help="input height and width")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction)
-    args = parser.parse_args(argv)
-    if len(args.shape) not in (1, 2):
-        parser.error("--shape takes one side or a height and a width")
-    shape = (args.shape[0], args.shape[-1])
-    r = count(args.config, shape, args.cfg_options)
-    without = count(args.config, shape, args.cfg_options, attention=False)
-    print(f"config       {args.config}")
-    print(f"input        1x3x{shape[0]}x{shape[1]}")
-    print(f"parameters   {describe_params(r)}")
-    print(f"FLOPs        {r['flops'] / 1e9:.1f} G (backbone {r['backbone_flops'] / 1e9:.1f} G)")
-    print(f"             {without['flops'] / 1e9:.1f} G without the attention matrix products (as mmcv counted)")
-    return 0
+def test(args: argparse.Namespace, configure: Callable[[Config, argparse.Namespace], None] | None = None) -> None:
+    """Evaluate `args.checkpoint` with mmengine's Runner (test.py of both task folders).
+
+    Checkpoints of the original release are converted first; `configure` applies the task's own
+    flags (metrics, outputs) to the config before it is adapted to the machine.
+    """
+    from mmengine.runner import Runner
+
+    cfg = load_config(args)
+    cfg.load_from = convert_mm_checkpoint(args.checkpoint, cfg.model.backbone.arch, cfg.work_dir)
+    cfg.model.backbone.init_cfg = None  # the checkpoint holds the backbone: no pretrained file needed
+    if configure is not None:
+        configure(cfg, args)
+    adapt_to_machine(cfg)
+    Runner.from_cfg(cfg).test()

@@ -1,8 +1,4 @@
-"""Next-ViT as an OpenMMLab backbone, shared by mmdetection 3.x and mmsegmentation 1.x configs.
-
-    custom_imports = dict(imports=["nextvit.mm"], allow_failed_imports=False)
-    model = dict(backbone=dict(type="NextViTBackbone", arch="small", frozen_stages=1, norm_eval=True,
-                               init_cfg=dict(type="Pretrained", checkpoint="checkpoints/nextvit_small_in1k_224.pth")))
+"""`NextViTBackbone`: Next-ViT as an OpenMMLab backbone, shared by mmdetection 3.x and mmsegmentation 1.x.
 
 The class is registered in mmengine's root model registry, which mmdet's and mmseg's registries
 fall back to, so both build it without a scope prefix. It wraps the package's one `NextViT` and
@@ -21,74 +17,10 @@ from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from torch import nn
 
-from .checkpoint import CheckpointError, LoadReport, load_checkpoint, read_checkpoint
-from .model import NORM_EPS, VARIANTS, NextViT
+from ..checkpoint import CheckpointError, LoadReport, load_checkpoint, read_checkpoint
+from ..model import NORM_EPS, VARIANTS, NextViT
 
-__all__ = ["NextViTBackbone", "allow_mmengine_checkpoints", "convert_mm_checkpoint"]
-
-
-def allow_mmengine_checkpoints() -> None:
-    """Let torch's weights-only loader read mmengine's own checkpoints.
-
-    Since torch 2.6 `torch.load` refuses unknown globals, and mmengine 0.10 stores its message hub
-    (HistoryBuffer objects with numpy arrays, and their statistics methods looked up with
-    `getattr`) in every checkpoint. This allows exactly those names. The loader still refuses to
-    call anything that is not allowed, so a crafted file cannot run code through them.
-    """
-    import _codecs
-    import collections
-
-    import numpy as np
-    from mmengine.logging.history_buffer import HistoryBuffer
-
-    core = np._core if hasattr(np, "_core") else np.core
-    dtypes = [type(np.dtype(t)) for t in ("float64", "float32", "float16", "int64", "int32", "uint8", "bool")]
-    torch.serialization.add_safe_globals(
-        [HistoryBuffer, np.ndarray, np.dtype, core.multiarray._reconstruct, core.multiarray.scalar,
-         _codecs.encode, collections.Counter, getattr, *dtypes]
-    )  # fmt: skip
-
-
-def convert_mm_checkpoint(path: str, arch: str | dict, work_dir: str) -> str:
-    """Make a detector or segmentor checkpoint of the original release loadable; return the path to load.
-
-    The original mm checkpoints (Mask R-CNN, Semantic FPN, UperNet) keep the backbone in ByteDance's
-    layout (`backbone.features.N.*`, segmentors also `backbone.extra_norm_list.i.*`); this
-    package's models expect `backbone.model.stages.S.blocks.B.*` and `backbone.extra_norms.i.*`. mmengine loads
-    non-strictly, so without renaming the backbone would silently stay random. Files already in
-    this package's layout are returned unchanged; converted weights go to `work_dir`.
-    """
-    import os
-
-    from .checkpoint import _BD_BLOCK, atomic_torch_save, bytedance_to_timm
-
-    state, _ = read_checkpoint(path)
-    backbone = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
-    if not any(_BD_BLOCK.match(k) for k in backbone):
-        return path
-    name = _ARCHS.get(arch, arch) if isinstance(arch, str) else None
-    depths = tuple(VARIANTS[name]["depths"]) if name in VARIANTS else tuple(arch["depths"])
-    # segmentors: the per-stage output norms were `extra_norm_list.i`; the last one was never used
-    # (the last stage went through the classifier's `norm`, which keeps its name)
-    renamed, unused = {}, []
-    last = len(depths) - 1
-    for key in [k for k in backbone if k.startswith(("proj_head.", "head."))]:  # the classifier's head
-        backbone.pop(key)
-        unused.append(key)
-    for key in [k for k in backbone if k.startswith("extra_norm_list.")]:
-        index, rest = key[len("extra_norm_list.") :].split(".", 1)
-        value = backbone.pop(key)
-        if int(index) == last:
-            unused.append(key)
-        else:
-            renamed[f"backbone.extra_norms.{index}.{rest}"] = value
-    renamed |= {f"backbone.model.{k}": v for k, v in bytedance_to_timm(backbone, depths).items()}
-    state = {k: v for k, v in state.items() if not k.startswith("backbone.")} | renamed
-    out = os.path.join(work_dir, "converted_" + os.path.basename(path))
-    atomic_torch_save({"state_dict": state}, out)
-    dropped = f" (dropped, unused by a dense model: {', '.join(unused)})" if unused else ""
-    print_log(f"{path}: backbone renamed from the original layout by name{dropped}; loading {out}", logger="current")
-    return out
+__all__ = ["ARCHS", "NextViTBackbone"]
 
 
 def _distributed_on_gpus() -> bool:
@@ -96,7 +28,8 @@ def _distributed_on_gpus() -> bool:
     return torch.cuda.is_available() and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-_ARCHS = {"small": "nextvit_small", "base": "nextvit_base", "large": "nextvit_large", "tiny": "nextvit_tiny"}
+# the names the configs use for the package's variants
+ARCHS = {"small": "nextvit_small", "base": "nextvit_base", "large": "nextvit_large", "tiny": "nextvit_tiny"}
 
 
 @MODELS.register_module()
@@ -137,9 +70,9 @@ class NextViTBackbone(BaseModule):
     ) -> None:
         super().__init__(init_cfg=init_cfg)
         if isinstance(arch, str):
-            name = _ARCHS.get(arch, arch)
+            name = ARCHS.get(arch, arch)
             if name not in VARIANTS:
-                raise ValueError(f"arch must be one of {sorted(_ARCHS)} or a dict of NextViT arguments, got {arch!r}")
+                raise ValueError(f"arch must be one of {sorted(ARCHS)} or a dict of NextViT arguments, got {arch!r}")
             settings = dict(VARIANTS[name])
         elif isinstance(arch, dict):
             settings = dict(arch)
