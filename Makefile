@@ -39,10 +39,12 @@ bench-zoo: venv
 
 # Next-ViT-S/B/L in fp32, bf16 and int8 per runtime (PyTorch folded, ONNX Runtime, OpenVINO) at 224 and
 # 384, batch 1, each runtime in its own process, with ratios to timm's eager model of the same size.
+# TORCH_BF16= (empty) leaves out PyTorch bf16, which takes seconds per call on CPUs without bf16 units.
+TORCH_BF16 ?= $$m:folded:bfloat16
 bench-lowp: venv
 	for size in small base large; do \
 		m=nextvit_$$size; \
-		$(PY) deployment/benchmark.py --entries timm:$$m:eager $$m:folded $$m:folded:bfloat16 $$m:onnxruntime \
+		$(PY) deployment/benchmark.py --entries timm:$$m:eager $$m:folded $(TORCH_BF16) $$m:onnxruntime \
 			$$m:onnxruntime_int8 $$m:openvino $$m:openvino:bfloat16 $$m:openvino_int8 --baseline 'timm:{model}:eager' \
 			--input-sizes 224 384 --batch-sizes 1 --runs 12 --output logs/benchmark_lowp_cpu_$$size.json \
 			--markdown logs/benchmark_lowp_cpu_$$size.md | tee logs/benchmark_lowp_cpu_$$size.txt || exit 1; \

@@ -515,6 +515,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--chart-mode", default="folded", choices=MODES, help="the mode the chart plots")
     parser.add_argument("--markdown", type=Path, default=None, help="write a Markdown table of the rows here")
     args = parser.parse_args(argv)
+    args.argv = None if argv is None else list(argv)
     if args.entries:
         args.models = list(dict.fromkeys(spec for spec, _, _ in args.entries))
     elif args.models is None:
@@ -627,7 +628,9 @@ def run(args: argparse.Namespace) -> dict:
         if not row["mode"].endswith("_int8"):
             row["floor_ms"] = floor_ms(flops[row["model"], row["input_size"]], row["batch"], gemm[row["dtype"]])
     gemm = {dtype: float(f"{rate:.4g}") for dtype, rate in gemm.items()}
+    command = ["deployment/benchmark.py", *(sys.argv[1:] if args.argv is None else args.argv)]
     return dict(models=args.models, gemm_gflops=gemm, machine=info, skipped=skip, failed=failed, rows=rows,
+                command=command,
                 isolation=args.isolation, baseline=":".join(args.baseline) if args.baseline else None)  # fmt: skip
 
 
@@ -689,7 +692,8 @@ def markdown_table(result: dict) -> str:
     lines = [f"Measured on {info['cpu']} ({', '.join(info['cpu_isa']) or 'no AVX2'}), {info['torch_threads']} "
              f"threads, {info['date'][:10]}; torch {info['versions']['torch']}, onnxruntime "
              f"{info['versions'].get('onnxruntime', '-')}, openvino {info['versions'].get('openvino', '-')}; "
-             f"median of timed calls after warm-up, each runtime in its own process"
+             f"median of timed calls after warm-up, "
+             f"{'each runtime in its own process' if result.get('isolation') == 'process' else 'all in one process'}"
              + (f"; ratios to {result['baseline']}" if result.get("baseline") else "") + "."]  # fmt: skip
     groups: dict = {}
     for row in result["rows"]:

@@ -380,13 +380,19 @@ print("&&&& PASSED TensorRT.trtexec [TensorRT v100300]")
 """
 
 
-def test_tensorrt_trtexec_flow_with_a_stand_in(import_script, tiny_checkpoint, tmp_path, monkeypatch):
+def _stand_in_trtexec(import_script, tmp_path, monkeypatch):
+    """The TensorRT script with FAKE_TRTEXEC as its trtexec, a GPU it believes in, run in tmp_path."""
     trt_script = import_script("deployment", "export_tensorrt_engine")
     trtexec = tmp_path / "trtexec"
     trtexec.write_text(FAKE_TRTEXEC.format(python=sys.executable, summary=TRTEXEC_SUMMARY))
     trtexec.chmod(trtexec.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setattr(trt_script, "_gpu_visible", lambda: True)
     monkeypatch.chdir(tmp_path)
+    return trt_script, trtexec
+
+
+def test_tensorrt_trtexec_flow_with_a_stand_in(import_script, tiny_checkpoint, tmp_path, monkeypatch):
+    trt_script, trtexec = _stand_in_trtexec(import_script, tmp_path, monkeypatch)
     stale = tmp_path / "nextvit_tiny_64x64_int8.onnx"
     stale.write_bytes(b"an old export that must not be reused")
     argv = ["--model", "nextvit_tiny", "--checkpoint", str(tiny_checkpoint), "--image-size", "64", "--batch-size", "2"]
@@ -417,12 +423,7 @@ def test_tensorrt_builds_a_qdq_model_as_an_explicitly_quantized_engine(
     """The int8 QDQ model of deployment/quantize.py (--target tensorrt) needs no calibration here."""
     from nextvit.quantize import quantize_qdq
 
-    trt_script = import_script("deployment", "export_tensorrt_engine")
-    trtexec = tmp_path / "trtexec"
-    trtexec.write_text(FAKE_TRTEXEC.format(python=sys.executable, summary=TRTEXEC_SUMMARY))
-    trtexec.chmod(trtexec.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setattr(trt_script, "_gpu_visible", lambda: True)
-    monkeypatch.chdir(tmp_path)
+    trt_script, trtexec = _stand_in_trtexec(import_script, tmp_path, monkeypatch)
     source = load_source("nextvit_tiny", tiny_checkpoint, batch_size=2, image_size=[64])
     export_and_check_onnx(source, tmp_path / "fp32.onnx", log=lambda m: None)
     calib = [source.example_input(1, seed=i)[0].numpy() for i in range(4)]
