@@ -717,26 +717,27 @@ class ClassifierHead(nn.Module):
         self.pool_type = "avg"
         self.drop = nn.Dropout(drop_rate)
         self.fc: nn.Module = nn.Identity()
-        self.reset(num_classes, global_pool)
+        self._build(num_classes, global_pool)  # the model's init draws the weights
 
     @property
     def pooled_chs(self) -> int:
         return 2 * self.in_chs if self.pool_type == "catavgmax" else self.in_chs
 
     def reset(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A fresh classifier (truncated normal, std 0.02, as the model's init) and/or another pooling."""
+        self._build(num_classes, global_pool)
+        if isinstance(self.fc, nn.Linear):
+            nn.init.trunc_normal_(self.fc.weight, std=0.02)
+            nn.init.zeros_(self.fc.bias)
+
+    def _build(self, num_classes: int, global_pool: str | None) -> None:
         pool = self.pool_type if global_pool is None else global_pool
         if pool not in GLOBAL_POOLS:
             raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {pool!r}")
         if pool == "" and num_classes > 0:
             raise ValueError("global_pool='' (no pooling) needs num_classes=0: a linear head needs pooled features")
         self.pool_type = pool
-        if num_classes > 0:
-            fc = nn.Linear(self.pooled_chs, num_classes)
-            nn.init.trunc_normal_(fc.weight, std=0.02)
-            nn.init.zeros_(fc.bias)
-            self.fc = fc
-        else:
-            self.fc = nn.Identity()
+        self.fc = nn.Linear(self.pooled_chs, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.pool_type == "avg":

@@ -393,7 +393,9 @@ imagefolder._readable = lambda path: decoded.append(path) or readable(path)
 dist.init_process_group("gloo")
 dataset = datasets.ImageFolder(sys.argv[2])
 bad = imagefolder.drop_unreadable(dataset, workers=2)
-print(json.dumps(dict(rank=dist.get_rank(), decoded=decoded, bad=bad, kept=len(dataset))), flush=True)
+rank = dist.get_rank()
+with open(f"{sys.argv[3]}/rank{rank}.json", "w") as f:  # one file each: lines on a shared stdout can interleave
+    json.dump(dict(rank=rank, decoded=decoded, bad=bad, kept=len(dataset)), f)
 dist.destroy_process_group()
 """
 
@@ -406,7 +408,10 @@ def test_skip_corrupt_decodes_each_image_once_across_processes(shapes, tmp_path)
     bad = data / "ring" / sorted(p.name for p in (data / "ring").iterdir())[3]
     bad.write_bytes(bad.read_bytes()[:100])
     images = sorted(str(p) for p in data.rglob("*.png"))
-    ranks = run_torchrun(2, SCAN_SCRIPT, REPO / "classification", data, tmp_path=tmp_path)
+    out = tmp_path / "ranks"
+    out.mkdir()
+    run_torchrun(2, SCAN_SCRIPT, REPO / "classification", data, out, tmp_path=tmp_path)
+    ranks = [json.loads(p.read_text()) for p in sorted(out.glob("rank*.json"))]
     assert sorted(r["rank"] for r in ranks) == [0, 1]
     decoded = [path for r in ranks for path in r["decoded"]]
     assert sorted(decoded) == images  # every image decoded once, by one process
