@@ -177,8 +177,8 @@ def test_openvino_export_checks_against_pytorch(import_script, tiny_checkpoint, 
     output = tmp_path / f"tiny_{precision}.xml"
     args = ["--model", "nextvit_tiny", "--checkpoint", str(tiny_checkpoint), "--image-size", "64",
             "--precision", precision, "--latency-runs", "2", "--output", str(output)]  # fmt: skip
-    if precision == "int8":
-        args += ["--onnx", str(quantized)]
+    if precision == "int8":  # random weights: int8 logits on random images stay within cosine 0.95, not 0.99
+        args += ["--onnx", str(quantized), "--min-cosine", "0.95"]
     assert script.main(args) == 0
     assert output.is_file() and output.with_suffix(".bin").is_file()
     record = json.loads(output.with_name(output.name + ".json").read_text())
@@ -186,7 +186,7 @@ def test_openvino_export_checks_against_pytorch(import_script, tiny_checkpoint, 
     if precision == "fp32":
         assert record["check"]["max_rel_diff"] < 1e-4
     else:
-        assert record["check"]["cosine_min"] >= 0.99
+        assert record["check"]["cosine_min"] >= (0.95 if precision == "int8" else 0.99)
     assert record["check"]["effective_precision"] in ("f32", "bf16")
 
 
