@@ -50,9 +50,9 @@ from nextvit.export import (
     cli_main,
     compare,
     default_stem,
-    load_source,
     provenance,
     replace_path,
+    source_from_args,
     source_record,
     write_sidecar,
 )
@@ -235,16 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     if output.suffix != suffix:
         parser.error(f"--output {output}: a {args.convert_to} is saved as {suffix}")
 
-    source = load_source(
-        args.model,
-        args.checkpoint,
-        batch_size=args.batch_size,
-        image_size=args.image_size,
-        num_classes=args.num_classes,
-        features=args.features,
-        fold=not args.no_fold,
-        input_name="image" if args.input_type == "image" else "input",
-    )
+    source = source_from_args(args, input_name="image" if args.input_type == "image" else "input")
     if source.checkpoint is None:
         print("note: converting random weights (--random-weights): for latency measurements only", file=sys.stderr)
     for note in source.notes:

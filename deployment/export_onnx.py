@@ -30,7 +30,7 @@ from nextvit.export import (
     cli_main,
     default_stem,
     export_and_check_onnx,
-    load_source,
+    source_from_args,
 )
 
 
@@ -69,15 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     atol = 1e-4 if args.atol is None else args.atol
     rtol = 1e-4 if args.rtol is None else args.rtol
 
-    source = load_source(
-        args.model,
-        args.checkpoint,
-        batch_size=args.batch_size,
-        image_size=args.image_size,
-        num_classes=args.num_classes,
-        features=args.features,
-        fold=not args.no_fold,
-    )
+    source = source_from_args(args)
     if source.checkpoint is None:
         print("note: exporting random weights (--random-weights): for latency measurements only", file=sys.stderr)
     for note in source.notes:

@@ -35,9 +35,9 @@ from nextvit.export import (
     compare,
     default_stem,
     export_and_check_onnx,
-    load_source,
     provenance,
     sha256_file,
+    source_from_args,
     source_record,
     write_sidecar,
 )
@@ -75,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: OpenVINO is not installed (pip install openvino); nothing was written", file=sys.stderr)
         return EXIT_UNAVAILABLE
 
-    source = load_source(args.model, args.checkpoint, batch_size=args.batch_size, image_size=args.image_size,
-                         num_classes=args.num_classes, features=args.features, fold=not args.no_fold)  # fmt: skip
+    source = source_from_args(args)
     default = default_stem(args.model, args.image_size, args.features) + f"_openvino_{args.precision}.xml"
     output = args.output or Path(default)
     if output.suffix != ".xml":

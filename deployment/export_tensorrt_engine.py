@@ -72,9 +72,9 @@ from nextvit.export import (
     default_stem,
     export_and_check_onnx,
     image_hw,
-    load_source,
     provenance,
     sha256_file,
+    source_from_args,
     source_record,
     write_sidecar,
 )
@@ -493,15 +493,7 @@ def main(argv: list[str] | None = None) -> int:
 
     source: ExportSource | None = None
     if args.checkpoint is not None or args.random_weights:
-        source = load_source(
-            args.model,
-            args.checkpoint,
-            batch_size=args.batch_size,
-            image_size=args.image_size,
-            num_classes=args.num_classes,
-            features=args.features,
-            fold=not args.no_fold,
-        )
+        source = source_from_args(args)
         if source.checkpoint is None:
             print("note: building from random weights (--random-weights): for latency only", file=sys.stderr)
     stem = args.onnx.stem if args.onnx and source is None else default_stem(args.model, args.image_size, args.features)

@@ -40,10 +40,10 @@ from nextvit.export import (
     cli_main,
     default_stem,
     export_and_check_onnx,
-    load_source,
     provenance,
     replace_path,
     sha256_file,
+    source_from_args,
     source_record,
     write_sidecar,
 )
@@ -136,15 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}; nothing was written", file=sys.stderr)
         return EXIT_USAGE
 
-    source = load_source(
-        args.model,
-        args.checkpoint,
-        batch_size=args.batch_size,
-        image_size=args.image_size,
-        num_classes=args.num_classes,
-        features=args.features,
-        fold=not args.no_fold,
-    )
+    source = source_from_args(args)
     samples = None
     if args.eval_dir is not None:
         try:

@@ -54,6 +54,7 @@ __all__ = [
     "add_source_args",
     "check_source_args",
     "load_source",
+    "source_from_args",
     "source_from_model",
     "image_hw",
     "default_stem",
@@ -262,6 +263,20 @@ def load_source(
         input_name=input_name,
         checkpoint=info,
         notes=notes,
+    )
+
+
+def source_from_args(args: argparse.Namespace, input_name: str = "input") -> ExportSource:
+    """`load_source` from the flags of `add_source_args` (what every deployment script does first)."""
+    return load_source(
+        args.model,
+        args.checkpoint,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        num_classes=args.num_classes,
+        features=args.features,
+        fold=not args.no_fold,
+        input_name=input_name,
     )
 
 

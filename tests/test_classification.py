@@ -383,11 +383,12 @@ def run_torchrun(nproc: int, script: str, *args, tmp_path: Path, timeout: int = 
 
 
 SCAN_SCRIPT = """\
-import json, sys
+import importlib.util, json, sys
 import torch.distributed as dist
 from torchvision import datasets
-sys.path.insert(0, sys.argv[1])
-import imagefolder
+spec = importlib.util.spec_from_file_location("imagefolder", sys.argv[1] + "/imagefolder.py")
+imagefolder = importlib.util.module_from_spec(spec)  # a task-folder script, loaded by its path
+spec.loader.exec_module(imagefolder)
 decoded, readable = [], imagefolder._readable
 imagefolder._readable = lambda path: decoded.append(path) or readable(path)
 dist.init_process_group("gloo")
