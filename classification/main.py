@@ -35,7 +35,7 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 
 import nextvit
-from nextvit.checkpoint import atomic_torch_save
+from nextvit.files import atomic_torch_save
 
 DEFAULT_DROP_PATH = {"nextvit_small": 0.1, "nextvit_base": 0.2, "nextvit_large": 0.2, "nextvit_tiny": 0.0}
 

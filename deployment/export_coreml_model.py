@@ -8,15 +8,9 @@
 The folded model (`--no-fold` keeps the BatchNorms) is traced with `torch.jit.trace` and converted
 by coremltools, to an ML program (`.mlpackage`, default) or a neural network (`.mlmodel`).
 
-Input (`--input-type`):
-
-* ``image`` (default): an RGB image of 0-255 pixels, normalised inside the model. CoreML's
-  ImageType applies one scalar scale to every channel plus a per-channel bias, but ImageNet's std
-  differs per channel, so the normalisation is split: the ImageType computes
-  ``y = p / 255 - mean[c]`` (scale 1/255, bias -mean) and a per-channel multiply by ``1 / std[c]``
-  in front of the network (`ImageNormalization`) completes ``x = (p / 255 - mean[c]) / std[c]``.
-  CoreML image inputs hold one image, so this needs ``--batch-size 1``.
-* ``tensor``: a float32 (B, 3, H, W) array, already normalised.
+Input (`--input-type`): ``image`` (default), an RGB image of 0-255 pixels with the ImageNet
+normalisation built into the model (one image: ``--batch-size 1``), or ``tensor``, a normalised
+float32 (B, 3, H, W) array. How the normalisation is split is explained in `nextvit/export/coreml.py`.
 
 Checks: the traced model against the PyTorch model, the converted model's input and output
 description (names, types, shapes) as written to disk, and on macOS a prediction against PyTorch
@@ -27,170 +21,20 @@ Runs from any directory.
 from __future__ import annotations
 
 import argparse
-import copy
-import logging
 import sys
-import tempfile
-import time
-import warnings
 from pathlib import Path
-
-import numpy as np
-import torch
-from torch import nn
 
 from nextvit.export import (
     EXIT_CHECK_FAILED,
     EXIT_OK,
-    EXIT_UNAVAILABLE,
-    ExportError,
-    ExportSource,
     add_source_args,
     check_source_args,
     cli_main,
-    compare,
     default_stem,
-    provenance,
-    replace_path,
     source_from_args,
-    source_record,
     write_sidecar,
 )
-from nextvit.model import ChannelAffine
-from nextvit.pretrained import IMAGENET_MEAN, IMAGENET_STD
-
-# Tolerances of the macOS prediction check, by compute precision.
-TOLERANCES = {"float16": (1e-2, 5e-2), "float32": (1e-3, 1e-3)}
-
-
-class ImageNormalization(nn.Module):
-    """The per-channel half of the ImageNet normalisation, in front of the network.
-
-    CoreML's ImageType turns a pixel p (0-255) into ``scale * p + bias[c]``: one scale for all
-    channels. With scale 1/255 and bias -mean[c] (`image_type_scale_bias`) it gives
-    ``p / 255 - mean[c]``; this module multiplies by ``1 / std[c]``, so the network receives
-    ``(p / 255 - mean[c]) / std[c]``, the normalisation it was trained with.
-    """
-
-    def __init__(self, model: nn.Module, std: tuple[float, ...] = IMAGENET_STD) -> None:
-        super().__init__()
-        self.model = model
-        self.register_buffer("inv_std", (1.0 / torch.tensor(std, dtype=torch.float32)).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor):
-        return self.model(x * self.inv_std)
-
-
-def image_type_scale_bias(mean: tuple[float, ...] = IMAGENET_MEAN) -> tuple[float, list[float]]:
-    """The ImageType's scale and per-channel bias that go with `ImageNormalization`."""
-    return 1.0 / 255.0, [-m for m in mean]
-
-
-class _ChannelMulAdd(nn.Module):
-    """`ChannelAffine` written as a multiply and an add: coremltools has no converter for addcmul."""
-
-    def __init__(self, affine: ChannelAffine) -> None:
-        super().__init__()
-        self.weight, self.bias = affine.weight, affine.bias
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
-
-
-def coreml_friendly(module: nn.Module) -> nn.Module:
-    """A copy of `module` whose ops all have coremltools converters (same computation)."""
-    module = copy.deepcopy(module)
-    for parent in list(module.modules()):
-        for name, child in parent.named_children():
-            if isinstance(child, ChannelAffine):
-                setattr(parent, name, _ChannelMulAdd(child))
-    return module.eval()
-
-
-def _import_coremltools():
-    # coremltools logs, at import, that its native runtime is missing off macOS and that this torch
-    # is newer than it was tested with; the check below and the sidecar cover both.
-    logging.getLogger("coremltools").setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import coremltools as ct
-    except ImportError:
-        raise ExportError("coremltools is not installed here: pip install coremltools", EXIT_UNAVAILABLE) from None
-    return ct
-
-
-def describe_spec(spec) -> dict:
-    """Names, types and shapes of a CoreML model's inputs and outputs, from its spec."""
-    from coremltools.proto import FeatureTypes_pb2
-
-    def feature(f) -> dict:
-        kind = f.type.WhichOneof("Type")
-        if kind == "imageType":
-            image = f.type.imageType
-            color = FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name(image.colorSpace)
-            return dict(name=f.name, type="image", color=color, height=image.height, width=image.width)
-        if kind == "multiArrayType":
-            array = f.type.multiArrayType
-            dtype = FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(array.dataType)
-            return dict(name=f.name, type="tensor", shape=list(array.shape), dtype=dtype)
-        return dict(name=f.name, type=kind)
-
-    return dict(
-        inputs=[feature(f) for f in spec.description.input],
-        outputs=[feature(f) for f in spec.description.output],
-    )
-
-
-def check_spec(description: dict, source: ExportSource, input_type: str) -> None:
-    """Raise `ExportError` naming the difference when the converted I/O is not what was asked for."""
-    inputs, outputs = description["inputs"], description["outputs"]
-    b, c, h, w = source.input_shape
-    if [i["name"] for i in inputs] != [source.input_name]:
-        raise ExportError(f"CoreML inputs are {[i['name'] for i in inputs]}, expected [{source.input_name!r}]")
-    got = inputs[0]
-    if input_type == "image":
-        if (got["type"], got.get("color"), got.get("height"), got.get("width")) != ("image", "RGB", h, w):
-            raise ExportError(f"CoreML input is {got}, expected an RGB image of {h}x{w}")
-    elif got["type"] != "tensor" or got.get("shape") != [b, c, h, w]:
-        raise ExportError(f"CoreML input is {got}, expected a tensor of shape {[b, c, h, w]}")
-    names = [o["name"] for o in outputs]
-    if names != source.output_names:
-        raise ExportError(f"CoreML outputs are {names}, expected {source.output_names}")
-    for out, expected in zip(outputs, source.outputs_info()):
-        if out.get("shape") and out["shape"] != expected["shape"]:  # neural networks leave shapes out
-            raise ExportError(f"CoreML output {out['name']} has shape {out['shape']}, expected {expected['shape']}")
-
-
-def _save_atomically(mlmodel, output: Path) -> None:
-    """Save into a temporary folder next to `output`, then move it into place."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.") as tmp:
-        staged = Path(tmp) / output.name
-        mlmodel.save(str(staged))
-        replace_path(staged, output)
-
-
-def _predict_check(ct, output: Path, source: ExportSource, input_type: str, precision: str) -> dict:
-    """Run the saved model with CoreML (macOS only) on random pixels and compare with PyTorch."""
-    gen = np.random.default_rng(0)
-    b, _, h, w = source.input_shape
-    pixels = gen.integers(0, 256, size=(b, h, w, 3), dtype=np.uint8)
-    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0
-    x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    model = ct.models.MLModel(str(output))
-    if input_type == "image":
-        from PIL import Image
-
-        feed = {source.input_name: Image.fromarray(pixels[0], mode="RGB")}
-    else:
-        feed = {source.input_name: x.numpy()}
-    result = model.predict(feed)
-    atol, rtol = TOLERANCES[precision]
-    return dict(
-        status="checked by prediction on macOS",
-        **compare([result[n] for n in source.output_names], source.reference_outputs(x), atol, rtol),
-    )
+from nextvit.export.coreml import convert_and_check_coreml, import_coremltools
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             f"--batch-size {args.batch_size}: CoreML image inputs hold one image; "
             "use --batch-size 1 or --input-type tensor"
         )
-    ct = _import_coremltools()
+    import_coremltools()  # exits 3 before any work when coremltools is missing
     suffix = ".mlpackage" if args.convert_to == "mlprogram" else ".mlmodel"
     output = args.output or Path(default_stem(args.model, args.image_size, args.features) + suffix)
     if output.suffix != suffix:
@@ -240,85 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         print("note: converting random weights (--random-weights): for latency measurements only", file=sys.stderr)
     for note in source.notes:
         print(f"note: {note}", file=sys.stderr)
-
-    x = source.example_input()
-    module = coreml_friendly(source.deploy)
-    if args.input_type == "image":
-        module = ImageNormalization(module).eval()
-        traced_input = x * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)  # what the ImageType hands over
-        scale, bias = image_type_scale_bias()
-        ct_input = ct.ImageType(
-            name=source.input_name, shape=source.input_shape, scale=scale, bias=bias, color_layout=ct.colorlayout.RGB
-        )
-    else:
-        traced_input = x
-        ct_input = ct.TensorType(name=source.input_name, shape=source.input_shape, dtype=np.float32)
-
-    print(f"tracing {source.name} {'features' if source.features else 'classifier'} {list(source.input_shape)}")
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        traced = torch.jit.trace(module, traced_input)
-        traced_out = traced(traced_input)
-    traced_out = list(traced_out) if isinstance(traced_out, (tuple, list)) else [traced_out]
-    trace_check = compare([t.numpy() for t in traced_out], source.reference_outputs(x), 1e-4, 1e-4)
-    if not trace_check["passed"]:
-        raise ExportError(f"the traced model differs from PyTorch by {trace_check['max_abs_diff']:.3g}")
-
-    convert_kwargs = dict(
-        inputs=[ct_input],
-        outputs=[ct.TensorType(name=n) for n in source.output_names],
-        convert_to=args.convert_to,
+    record = convert_and_check_coreml(
+        source, output, convert_to=args.convert_to, input_type=args.input_type, compute_precision=args.compute_precision
     )
-    if args.convert_to == "mlprogram":
-        convert_kwargs["compute_precision"] = getattr(ct.precision, args.compute_precision.upper())
-    print(f"converting to a CoreML {args.convert_to} with coremltools {ct.__version__}")
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mlmodel = ct.convert(traced, **convert_kwargs)
-    seconds = time.perf_counter() - start
-    mlmodel.short_description = f"Next-ViT {source.name} ({'features' if source.features else 'classifier'})"
-    mlmodel.user_defined_metadata["nextvit.checkpoint_sha256"] = (source.checkpoint or {}).get("sha256", "random")
-    check_spec(describe_spec(mlmodel.get_spec()), source, args.input_type)
-    _save_atomically(mlmodel, output)
-    saved = ct.models.MLModel(str(output), skip_model_load=True)  # check what is on disk
-    description = describe_spec(saved.get_spec())
-    check_spec(description, source, args.input_type)
-
-    precision = args.compute_precision if args.convert_to == "mlprogram" else "float16"
-    if sys.platform == "darwin":
-        check = _predict_check(ct, output, source, args.input_type, precision)
-    else:
-        message = f"CoreML prediction needs macOS and cannot be checked on {sys.platform}; the I/O spec was checked"
-        print(f"note: {message}", file=sys.stderr)
-        check = dict(status=f"not run: {message}", passed=None)
-    check["spec"] = "input and output names, types and shapes match"
-    check["trace"] = trace_check
-
-    prep = dict(baked_into_model=args.input_type == "image")
-    if args.input_type == "image":
-        scale, bias = image_type_scale_bias()
-        prep.update(
-            input="RGB image, pixels 0-255",
-            image_type_scale=scale,
-            image_type_bias=bias,
-            channel_multiplier=[1.0 / s for s in IMAGENET_STD],
-        )
-    record = dict(
-        format=f"coreml {args.convert_to}",
-        output=output.name,
-        **source_record(source),
-        input_type=args.input_type,
-        compute_precision=args.compute_precision if args.convert_to == "mlprogram" else None,
-        coreml_description=description,
-        exporter="torch.jit.trace + coremltools.convert",
-        conversion_seconds=round(seconds, 2),
-        check=check,
-        **provenance(("coremltools",)),
-    )
-    record["preprocessing"].update(prep)
     write_sidecar(output, record)
-    print(f"wrote {output} and {output.name}.json (conversion {seconds:.1f} s)")
+    check = record["check"]
+    print(f"wrote {output} and {output.name}.json (conversion {record['conversion_seconds']:.1f} s)")
     if check.get("passed") is False:
         print(f"error: CoreML differs from PyTorch by {check['max_abs_diff']:.3g} (max abs)", file=sys.stderr)
         return EXIT_CHECK_FAILED

@@ -18,30 +18,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from nextvit.export import (
-    DEFAULT_OPSET,
     EXIT_CHECK_FAILED,
     EXIT_OK,
     EXIT_UNAVAILABLE,
     add_source_args,
     check_source_args,
     cli_main,
-    compare,
     default_stem,
-    export_and_check_onnx,
-    provenance,
-    sha256_file,
     source_from_args,
-    source_record,
     write_sidecar,
 )
-from nextvit.openvino import PRECISIONS, compile_model, convert_onnx, effective_precision, latency_ms, run, save_ir
+from nextvit.export.openvino import PRECISIONS, export_and_check_openvino
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--precision int8 converts a QDQ ONNX model: make it with deployment/quantize.py, pass --onnx")
     if args.onnx is not None and not args.onnx.is_file():
         parser.error(f"--onnx {args.onnx}: no such file")
+    default = default_stem(args.model, args.image_size, args.features) + f"_openvino_{args.precision}.xml"
+    output = args.output or Path(default)
+    if output.suffix != ".xml":
+        parser.error(f"--output {output}: OpenVINO IR is an .xml file (with a .bin beside it)")
     try:
         import openvino  # noqa: F401
     except ImportError:
@@ -76,63 +70,23 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_UNAVAILABLE
 
     source = source_from_args(args)
-    default = default_stem(args.model, args.image_size, args.features) + f"_openvino_{args.precision}.xml"
-    output = args.output or Path(default)
-    if output.suffix != ".xml":
-        parser.error(f"--output {output}: OpenVINO IR is an .xml file (with a .bin beside it)")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.") as tmp:
-        onnx_path = args.onnx
-        if onnx_path is None:
-            onnx_path = Path(tmp) / "fp32.onnx"
-            export_and_check_onnx(source, onnx_path, opset=DEFAULT_OPSET, dynamic_batch=True, log=lambda m: None)
-        model = convert_onnx(onnx_path)
-        save_ir(model, output)
-
-    threads = torch.get_num_threads()
-    compiled = compile_model(output, args.precision, threads)
-    x = source.example_input()
-    outputs = run(compiled, x.numpy())
-    refs = source.reference_outputs(x)
-    if args.precision == "fp32":
-        atol = 1e-4 if args.atol is None else args.atol
-        rtol = 1e-4 if args.rtol is None else args.rtol
-        check = dict(kind="max difference", **compare(outputs, refs, atol, rtol))
-    else:
-        cos = [_cosine(a, b.numpy()) for a, b in zip(outputs, refs)]
-        check = dict(kind="logit cosine", cosine_min=round(min(cos), 6), min_cosine=args.min_cosine,
-                     passed=min(cos) >= args.min_cosine)  # fmt: skip
-    check.update(runtime="openvino CPU", reference="the PyTorch eval-mode model as loaded, float32",
-                 effective_precision=effective_precision(compiled))  # fmt: skip
-    record = dict(
-        format="openvino-ir",
-        output=output.name,
-        weights=output.with_suffix(".bin").name,
-        output_sha256=sha256_file(output),
+    record = export_and_check_openvino(
+        source,
+        output,
         precision=args.precision,
-        converted_from=str(args.onnx) if args.onnx else "folded fp32 ONNX export (opset 17, dynamic batch)",
-        **source_record(source),
-        check=check,
-        **provenance(["openvino"]),
+        onnx_path=args.onnx,
+        atol=args.atol,
+        rtol=args.rtol,
+        min_cosine=args.min_cosine,
+        latency_runs=args.latency_runs,
     )
-    if args.latency_runs > 0:
-        ms = latency_ms(compiled, (1, *source.input_shape[1:]), runs=args.latency_runs)
-        record["latency"] = dict(batch=1, threads=threads, runs=args.latency_runs, warmup=5, statistic="median",
-                                 ms=round(ms, 3))  # fmt: skip
-        print(f"OpenVINO {args.precision} (computes in {check['effective_precision']}), batch 1, {threads} threads: "
-              f"{ms:.2f} ms")  # fmt: skip
     write_sidecar(output, record)
+    check = record["check"]
     verdict = "passed" if check["passed"] else "FAILED"
     detail = (f"max abs diff {check['max_abs_diff']:.3g}" if args.precision == "fp32"
               else f"logit cosine {check['cosine_min']:.5f} (min {args.min_cosine})")  # fmt: skip
     print(f"wrote {output} + {output.with_suffix('.bin').name}; check against PyTorch {verdict}: {detail}")
     return EXIT_OK if check["passed"] else EXIT_CHECK_FAILED
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.reshape(a.shape[0], -1).astype(np.float64), b.reshape(b.shape[0], -1).astype(np.float64)
-    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-    return float(cos.min())
 
 
 if __name__ == "__main__":

@@ -22,40 +22,29 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from nextvit.export import (
-    DEFAULT_OPSET,
-    EXIT_CHECK_FAILED,
     EXIT_OK,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
+    FLAGS,
+    ExportError,
     add_bool_flag,
     add_source_args,
     check_source_args,
     cli_main,
     default_stem,
-    export_and_check_onnx,
-    provenance,
-    replace_path,
-    sha256_file,
     source_from_args,
-    source_record,
     write_sidecar,
 )
-from nextvit.quantize import (
+from nextvit.export.quantize import (
     CALIBRATION_METHODS,
     EvalPreprocess,
     QuantizeError,
-    evaluate_onnx,
     find_images,
     labelled_images,
-    onnx_latency_ms,
-    quantize_qdq,
+    quantize_and_check,
 )
 
 
@@ -148,92 +137,31 @@ def main(argv: list[str] | None = None) -> int:
         print("note: quantizing random weights (--random-weights): for latency measurements only", file=sys.stderr)
 
     output = args.output or Path(default_stem(args.model, args.image_size, args.features) + "_int8.onnx")
-    output.parent.mkdir(parents=True, exist_ok=True)
     reduce_range = {"auto": None, "on": True, "off": False}[args.reduce_range]
-    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.") as tmp:
-        fp32 = Path(tmp) / "fp32.onnx"
-        fp32_record = export_and_check_onnx(
-            source, fp32, opset=DEFAULT_OPSET, dynamic_batch=True, atol=1e-4, rtol=1e-4, log=lambda m: None
-        )
-        if not fp32_record["check"]["passed"]:
-            print(f"error: the fp32 export differs from PyTorch ({fp32_record['check']['max_abs_diff']:.3g})",
-                  file=sys.stderr)  # fmt: skip
-            return EXIT_CHECK_FAILED
-        print(f"calibrating on {len(calib)} images of {args.calib_dir} ({args.calib_method}, target {args.target})")
-        int8 = Path(tmp) / "int8.onnx"
-        settings = quantize_qdq(
-            fp32,
-            int8,
+    print(f"calibration images from {args.calib_dir}" + (f", evaluation on {args.eval_dir}" if samples else ""))
+    try:
+        record = quantize_and_check(
+            source,
+            output,
             calib,
             preprocess,
             method=args.calib_method,
             per_channel=args.per_channel,
             target=args.target,
             reduce_range=reduce_range,
-            input_name=source.input_name,
+            eval_samples=samples,
+            max_drop=args.max_drop,
+            latency_runs=args.latency_runs,
+            record_extra=dict(calib_dir=str(args.calib_dir), crop_pct=crop_pct),
         )
-        record: dict = dict(
-            format="onnx-qdq-int8",
-            output=output.name,
-            **source_record(source),
-            quantization=dict(**settings, calib_dir=str(args.calib_dir), crop_pct=crop_pct),
-        )
-        record["check"] = _check_against_pytorch(source, int8)
-        print(f"int8 vs PyTorch fp32 on random images: logit cosine {record['check']['cosine_min']:.5f} (min)")
-        if samples is not None:
-            print(f"evaluating fp32 and int8 on {len(samples)} images of {args.eval_dir}")
-            accuracy = evaluate_onnx(fp32, int8, samples, preprocess, input_name=source.input_name)
-            accuracy.update(eval_dir=str(args.eval_dir), max_drop=args.max_drop)
-            record["accuracy"] = accuracy
-            print(
-                f"top-1 fp32 {accuracy['top1_fp32']:.2f}%  int8 {accuracy['top1_int8']:.2f}%  "
-                f"drop {accuracy['top1_drop']:.2f} points  agreement {accuracy['top1_agreement']:.2f}%  "
-                f"logit cosine {accuracy['logit_cosine_mean']:.5f}"
-            )
-            if accuracy["top1_drop"] > args.max_drop:
-                print(f"error: int8 loses {accuracy['top1_drop']:.2f} points of top-1 (more than --max-drop "
-                      f"{args.max_drop}); nothing was written", file=sys.stderr)  # fmt: skip
-                return EXIT_CHECK_FAILED
-        if args.latency_runs > 0:
-            shape = (1, *source.input_shape[1:])
-            threads = torch.get_num_threads()
-            fp32_ms = onnx_latency_ms(fp32, shape, runs=args.latency_runs, threads=threads)
-            int8_ms = onnx_latency_ms(int8, shape, runs=args.latency_runs, threads=threads)
-            record["latency"] = dict(
-                runtime="onnxruntime CPUExecutionProvider", batch=1, threads=threads, runs=args.latency_runs,
-                warmup=5, statistic="median", fp32_ms=round(fp32_ms, 3), int8_ms=round(int8_ms, 3),
-                int8_over_fp32=round(int8_ms / fp32_ms, 3),
-            )  # fmt: skip
-            print(f"ONNX Runtime batch 1, {threads} threads: fp32 {fp32_ms:.2f} ms, int8 {int8_ms:.2f} ms "
-                  f"({int8_ms / fp32_ms:.2f}x)")  # fmt: skip
-        replace_path(int8, output)
-    record.update(output_sha256=sha256_file(output), **provenance())
+    except ExportError as err:  # a failed check: one line, nothing written
+        print(f"error: {err.describe(FLAGS)}", file=sys.stderr)
+        return err.exit_code
+    if "accuracy" in record:
+        record["accuracy"]["eval_dir"] = str(args.eval_dir)
     write_sidecar(output, record)
     print(f"wrote {output} ({output.stat().st_size / 2**20:.1f} MiB) and {output.name}.json")
     return EXIT_OK
-
-
-@torch.no_grad()
-def _check_against_pytorch(source, int8: Path) -> dict:
-    """Cosine of int8 ONNX outputs to the PyTorch fp32 reference on ImageNet-range random images."""
-    from nextvit.quantize import onnx_session
-
-    session = onnx_session(int8)
-    x = source.example_input(batch=4, seed=1)
-    got = session.run(None, {source.input_name: x.numpy()})
-    refs = source.reference_outputs(x)
-    cosines = []
-    for a, b in zip(got, refs):
-        a, b = a.reshape(a.shape[0], -1), b.numpy().reshape(b.shape[0], -1)
-        cosines.append((a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12))
-    cos = np.concatenate(cosines)
-    return dict(
-        runtime="onnxruntime (CPUExecutionProvider)",
-        reference="the PyTorch eval-mode model as loaded, float32",
-        input="ImageNet-normalised uniform random pixels, seed 1, batch 4",
-        cosine_mean=round(float(cos.mean()), 6),
-        cosine_min=round(float(cos.min()), 6),
-    )
 
 
 if __name__ == "__main__":

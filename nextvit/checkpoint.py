@@ -22,7 +22,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +29,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from .files import atomic_write
 
 __all__ = [
     "CheckpointError",
@@ -41,7 +42,6 @@ __all__ = [
     "load_checkpoint",
     "save_checkpoint",
     "save_bytedance_checkpoint",
-    "atomic_torch_save",
 ]
 
 _SAFETENSORS_SUFFIXES = (".safetensors",)
@@ -321,23 +321,6 @@ def load_checkpoint(
 # --------------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _model_meta(model: nn.Module, extra: Mapping[str, object] | None) -> dict[str, str]:
     meta = {
         "format": "nextvit",
@@ -351,13 +334,6 @@ def _model_meta(model: nn.Module, extra: Mapping[str, object] | None) -> dict[st
     return meta
 
 
-def atomic_torch_save(obj: object, path: str | os.PathLike) -> Path:
-    """`torch.save` through a temporary file and a rename: a crash never leaves a partial file."""
-    path = Path(path)
-    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
-    return path
-
-
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, extra_meta: Mapping[str, object] | None = None) -> Path:
     """Save weights in this package's format, atomically: `.safetensors`, or a torch file otherwise."""
     path = Path(path)
@@ -366,9 +342,9 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, extra_meta: Mappi
     if path.suffix in _SAFETENSORS_SUFFIXES:
         from safetensors.torch import save_file
 
-        _atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+        atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
     else:
-        _atomic_write(path, lambda tmp: torch.save({"state_dict": state, "nextvit_meta": meta}, tmp))
+        atomic_write(path, lambda tmp: torch.save({"state_dict": state, "nextvit_meta": meta}, tmp))
     return path
 
 
@@ -378,5 +354,5 @@ def save_bytedance_checkpoint(model: nn.Module, path: str | os.PathLike) -> Path
         raise CheckpointError("the original layout has no folded form: save the model before folding")
     path = Path(path)
     state = timm_to_bytedance({k: v.detach().cpu() for k, v in model.state_dict().items()}, tuple(model.depths))
-    _atomic_write(path, lambda tmp: torch.save({"model": state}, tmp))
+    atomic_write(path, lambda tmp: torch.save({"model": state}, tmp))
     return path

@@ -50,5 +50,5 @@ PY
 echo
 echo "== 4/4 int8: quantizing the trained model (static QDQ ONNX) and comparing it with fp32 =="
 $PY deployment/quantize.py --model nextvit_tiny --checkpoint "$OUT/model.safetensors" \
-    --calib-dir "$DATA/train" --calib-images 200 --eval-dir "$DATA/val" --max-drop 1.0 \
+    --calib-dir "$DATA/train" --calib-images 200 --eval-dir "$DATA/val" --max-drop 2.0 \
     --output "$OUT/nextvit_tiny_int8.onnx"

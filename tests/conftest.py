@@ -72,6 +72,7 @@ TIERS = {
         "test_ecosystem",
         "test_package",
         "test_setup",
+        "test_files",
     ),
     "mm": ("test_mm_adapter", "test_detection", "test_segmentation"),
     "export": ("test_deployment", "test_quantize", "test_benchmark"),

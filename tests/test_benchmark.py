@@ -1,4 +1,4 @@
-"""deployment/benchmark.py: rows with provenance, CSV, chart; timing itself is not asserted."""
+"""deployment/benchmark.py and nextvit.benchmark: rows with provenance, CSV, chart; timing itself is not asserted."""
 
 from __future__ import annotations
 
@@ -35,12 +35,13 @@ def test_benchmark_writes_rows_with_provenance(import_script, tmp_path):
     assert chart.stat().st_size > 10_000
 
 
-def test_timm_nextvit_shares_our_weights(import_script):
+def test_timm_nextvit_shares_our_weights():
     import torch
 
-    benchmark = import_script("deployment", "benchmark")
-    ours = benchmark.build_model("nextvit_small")
-    theirs = benchmark.build_model("timm:nextvit_small", ours.state_dict())
+    from nextvit.benchmark import build_model
+
+    ours = build_model("nextvit_small")
+    theirs = build_model("timm:nextvit_small", ours.state_dict())
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(ours(x), theirs(x), atol=1e-4)
@@ -91,16 +92,18 @@ def test_models_stay_on_the_cpu_in_float32_across_sizes_and_floors_follow_the_dt
         assert row["floor_ms"] == pytest.approx(expected, rel=0.01, abs=0.01) and row["floor_ms"] > 0
 
 
-def test_floor_is_unknown_without_flops_or_rate(import_script):
-    benchmark = import_script("deployment", "benchmark")
-    assert benchmark.floor_ms(0.0, 8, 100.0) is None and benchmark.floor_ms(1e9, 8, None) is None
-    assert benchmark.floor_ms(1e9, 8, 100.0) == 160.0  # 2 x 1 GMAC x 8 / 100 GFLOP/s
+def test_floor_is_unknown_without_flops_or_rate():
+    from nextvit.benchmark import floor_ms
+
+    assert floor_ms(0.0, 8, 100.0) is None and floor_ms(1e9, 8, None) is None
+    assert floor_ms(1e9, 8, 100.0) == 160.0  # 2 x 1 GMAC x 8 / 100 GFLOP/s
 
 
-def test_gemm_rate_is_measured_in_the_dtype_asked(import_script, monkeypatch):
+def test_gemm_rate_is_measured_in_the_dtype_asked(monkeypatch):
     import torch
 
-    benchmark = import_script("deployment", "benchmark")
+    from nextvit.benchmark import gemm_gflops
+
     seen = []
     matmul = torch.Tensor.__matmul__
 
@@ -109,21 +112,21 @@ def test_gemm_rate_is_measured_in_the_dtype_asked(import_script, monkeypatch):
         return matmul(a, b)
 
     monkeypatch.setattr(torch.Tensor, "__matmul__", spy)
-    assert benchmark.gemm_gflops(size=128, repeats=2, dtype=torch.bfloat16) > 0
+    assert gemm_gflops(size=128, repeats=2, dtype=torch.bfloat16) > 0
     assert seen and set(seen) == {torch.bfloat16}
 
 
-def test_onnxruntime_runs_on_bound_buffers(import_script, tiny_calibrated, tmp_path):
+def test_onnxruntime_runs_on_bound_buffers(tiny_calibrated, tmp_path):
     """IO binding (used so that CUDA rows hold no host-device copies), checked on the CPU."""
     import torch
 
     import nextvit
+    from nextvit.benchmark import runners
 
-    benchmark = import_script("deployment", "benchmark")
     folded = nextvit.fold_batchnorm(tiny_calibrated)
     x = torch.randn(2, 3, 64, 64)
-    path = benchmark.onnx_artifacts("nextvit_tiny", folded, "onnxruntime", x, tmp_path)["fp32"]
-    fn, inp = benchmark._onnxruntime_fn(path, x, "cpu")
+    path = runners.onnx_artifacts("nextvit_tiny", folded, "onnxruntime", x, tmp_path)["fp32"]
+    fn, inp = runners._onnxruntime_fn(path, x, "cpu")
     assert inp.data_ptr() == x.data_ptr()  # the input is used in place, not copied per call
     (out,) = fn(inp)
     with torch.no_grad():

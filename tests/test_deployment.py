@@ -208,9 +208,25 @@ def test_any_checkpoint_layout_exports_its_weights(tiny_calibrated, layout, tmp_
 
 
 def test_head_size_mismatch_is_refused(tiny_checkpoint):
-    with pytest.raises(ExportError, match="--num-classes 1000 does not match the checkpoint's classifier"):
+    with pytest.raises(ExportError, match="num_classes=1000: does not match the checkpoint's classifier"):
         load_source("nextvit_tiny", tiny_checkpoint, image_size=64, num_classes=1000)
     assert load_source("nextvit_tiny", tiny_checkpoint, image_size=64, features=True).output_names[0] == "stage0"
+
+
+def test_library_errors_name_parameters_and_scripts_name_flags(tiny_checkpoint, tmp_path):
+    """The library speaks of its parameters; a script reports the same error under its own flag."""
+    with pytest.raises(ExportError) as err:
+        load_source("nextvit_tiny", None, image_size=[64, 16])
+    assert (err.value.param, err.value.exit_code) == ("image_size", 2)
+    assert str(err.value) == "image_size=[64, 16]: both sides must be at least 32 pixels"
+    assert (
+        err.value.describe({"image_size": "--image-size"})
+        == "--image-size 64 16: both sides must be at least 32 pixels"
+    )
+    args = ["--model", "nextvit_tiny", "--checkpoint", tiny_checkpoint, "--image-size", "64", "--num-classes", "7"]
+    result = run_script("export_onnx.py", *args, cwd=tmp_path, expect=2)
+    assert result.stderr.startswith("error: --num-classes 7: does not match the checkpoint's classifier (10 classes)")
+    assert "Traceback" not in result.stderr and list(tmp_path.iterdir()) == []
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,8 +234,9 @@ def test_head_size_mismatch_is_refused(tiny_checkpoint):
 # --------------------------------------------------------------------------------------------
 
 
-def test_coreml_image_preprocessing_equals_imagenet_normalisation(import_script, tiny_calibrated):
-    coreml = import_script("deployment", "export_coreml_model")
+def test_coreml_image_preprocessing_equals_imagenet_normalisation(tiny_calibrated):
+    from nextvit.export import coreml
+
     pixels = torch.randint(0, 256, (1, 3, 64, 64), generator=torch.Generator().manual_seed(0)).float()
     scale, bias = coreml.image_type_scale_bias()
     image_type_output = scale * pixels + torch.tensor(bias).view(1, 3, 1, 1)  # what CoreML's ImageType computes
@@ -296,8 +313,9 @@ TRTEXEC_SUMMARY_TRT8_0 = textwrap.dedent(
 )
 
 
-def test_parse_trtexec_summary(import_script):
-    trt_script = import_script("deployment", "export_tensorrt_engine")
+def test_parse_trtexec_summary():
+    from nextvit.export import trtexec as trt_script
+
     parsed = trt_script.parse_trtexec_summary(TRTEXEC_SUMMARY)
     assert parsed["throughput_qps"] == 128.734
     assert parsed["latency_ms"] == {
@@ -382,11 +400,13 @@ print("&&&& PASSED TensorRT.trtexec [TensorRT v100300]")
 
 def _stand_in_trtexec(import_script, tmp_path, monkeypatch):
     """The TensorRT script with FAKE_TRTEXEC as its trtexec, a GPU it believes in, run in tmp_path."""
+    from nextvit.export import tensorrt
+
     trt_script = import_script("deployment", "export_tensorrt_engine")
     trtexec = tmp_path / "trtexec"
     trtexec.write_text(FAKE_TRTEXEC.format(python=sys.executable, summary=TRTEXEC_SUMMARY))
     trtexec.chmod(trtexec.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setattr(trt_script, "_gpu_visible", lambda: True)
+    monkeypatch.setattr(tensorrt, "gpu_visible", lambda: True)
     monkeypatch.chdir(tmp_path)
     return trt_script, trtexec
 
@@ -421,7 +441,7 @@ def test_tensorrt_builds_a_qdq_model_as_an_explicitly_quantized_engine(
     import_script, tiny_checkpoint, tmp_path, monkeypatch
 ):
     """The int8 QDQ model of deployment/quantize.py (--target tensorrt) needs no calibration here."""
-    from nextvit.quantize import quantize_qdq
+    from nextvit.export.quantize import quantize_qdq
 
     trt_script, trtexec = _stand_in_trtexec(import_script, tmp_path, monkeypatch)
     source = load_source("nextvit_tiny", tiny_checkpoint, batch_size=2, image_size=[64])
@@ -441,8 +461,8 @@ def test_tensorrt_builds_a_qdq_model_as_an_explicitly_quantized_engine(
 
 
 def test_tensorrt_timing_summary_without_tensorrt():
-    """nextvit.tensorrt imports without TensorRT; its summary is plain statistics of the timings."""
-    from nextvit.tensorrt import timings_summary
+    """nextvit.export.tensorrt imports without TensorRT; its summary is plain statistics of the timings."""
+    from nextvit.export.tensorrt import timings_summary
 
     times = [float(t) for t in range(1, 101)]  # 1 ... 100 ms
     s = timings_summary(times, batch_size=8)
@@ -450,8 +470,9 @@ def test_tensorrt_timing_summary_without_tensorrt():
     assert s["mean_ms"] == 50.5 and abs(s["throughput_images_per_s"] - 8000 / 50.5) < 1e-9
 
 
-def test_trtexec_streams_flag_follows_its_version(import_script):
-    trt_script = import_script("deployment", "export_tensorrt_engine")
+def test_trtexec_streams_flag_follows_its_version():
+    from nextvit.export import trtexec as trt_script
+
     engine = Path("e.trt")
     for version, flag in (("10.3.0", "--infStreams=4"), ("8.6.1", "--streams=4"), (None, "--streams=4")):
         command = trt_script.trtexec_profile_command("trtexec", engine, 200, 100, 4, False, tensorrt_version=version)
@@ -466,13 +487,15 @@ def test_python_built_engines_are_not_profiled_by_another_trtexec(import_script,
     profile needs trtexec's options; asking for those with --builder python is refused before any work."""
     import shutil
 
+    from nextvit.export import tensorrt
+
     trt_script = import_script("deployment", "export_tensorrt_engine")
-    monkeypatch.setattr(trt_script, "_tensorrt_module", lambda: object())
-    monkeypatch.setattr(trt_script, "_gpu_visible", lambda: True)
-    monkeypatch.setattr(trt_script.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(tensorrt, "tensorrt_module", lambda: object())
+    monkeypatch.setattr(tensorrt, "gpu_visible", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(shutil, "which", lambda name: "/opt/other-tensorrt/bin/trtexec")
-    assert trt_script.find_toolchain("auto", None)["builder"] == "python"
-    assert trt_script.find_toolchain("auto", None, prefer_trtexec=True)["builder"] == "trtexec"
+    assert tensorrt.find_toolchain("auto", None)["builder"] == "python"
+    assert tensorrt.find_toolchain("auto", None, prefer_trtexec=True)["builder"] == "trtexec"
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         trt_script.main(["--random-weights", "--builder", "python", "--profile", "--threads", "2"])

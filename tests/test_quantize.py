@@ -15,7 +15,7 @@ import torch
 from helpers import randomize_and_calibrate
 
 import nextvit
-from nextvit.quantize import EvalPreprocess, QuantizeError, find_images, labelled_images
+from nextvit.export.quantize import EvalPreprocess, QuantizeError, find_images, labelled_images
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,7 +76,7 @@ def test_quantize_writes_a_qdq_model_and_its_record(quantized):
 
 def test_quantized_model_tracks_pytorch(quantized, tiny_checkpoint, shapes):
     """The int8 model's logits on real images point where the fp32 model's do."""
-    from nextvit.quantize import onnx_session
+    from nextvit.export import onnx_session
 
     model = nextvit.create_model("nextvit_tiny", num_classes=10, checkpoint_path=tiny_checkpoint).eval()
     images = find_images(shapes / "val", limit=8)
@@ -138,15 +138,17 @@ def test_refusals_leave_no_file(shapes, tiny_checkpoint, tmp_path):
 
 
 def test_accuracy_drop_above_the_limit_fails(import_script, shapes, tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    import nextvit.export.quantize as quantize
+
     script = import_script("deployment", "quantize")
-    real = script.evaluate_onnx
+    real = quantize.evaluate_onnx
 
     def worse(*args, **kwargs):
         result = real(*args, **kwargs)
         result.update(top1_int8=result["top1_fp32"] - 2.0, top1_drop=2.0)
         return result
 
-    monkeypatch.setattr(script, "evaluate_onnx", worse)
+    monkeypatch.setattr(quantize, "evaluate_onnx", worse)
     output = tmp_path / "int8.onnx"
     code = script.main(["--model", "nextvit_tiny", "--checkpoint", str(tiny_checkpoint), "--image-size", "64",
                         "--calib-dir", str(shapes / "train"), "--calib-images", "2", "--eval-dir", str(shapes / "val"),

@@ -48,7 +48,8 @@ def convert_mm_checkpoint(path: str, arch: str | dict, work_dir: str) -> str:
     """
     import os
 
-    from ..checkpoint import _BD_BLOCK, atomic_torch_save, bytedance_to_timm
+    from ..checkpoint import _BD_BLOCK, bytedance_to_timm
+    from ..files import atomic_torch_save
 
     state, _ = read_checkpoint(path)
     backbone = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}

@@ -1,6 +1,6 @@
 """Static int8 quantization of a Next-ViT: a QDQ ONNX model calibrated on real images.
 
-The folded fp32 ONNX export (`nextvit.export`) is calibrated with ONNX Runtime on images of an
+The folded fp32 ONNX export (`nextvit.export.onnx`) is calibrated with ONNX Runtime on images of an
 ImageFolder, through the model's own eval preprocessing (resize to size/crop_pct, bicubic, center
 crop, ImageNet mean/std), and rewritten with QuantizeLinear/DequantizeLinear pairs around every
 Conv, MatMul and Gemm (per-channel int8 weights). The same file runs in ONNX Runtime and OpenVINO
@@ -24,8 +24,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from .onnx import onnx_session
+
+if TYPE_CHECKING:
+    from .source import ExportSource
 
 __all__ = [
     "QuantizeError",
@@ -37,7 +43,7 @@ __all__ = [
     "quantize_qdq",
     "evaluate_onnx",
     "onnx_latency_ms",
-    "onnx_session",
+    "quantize_and_check",
 ]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -264,14 +270,6 @@ def quantize_qdq(
 # --------------------------------------------------------------------------------------------
 
 
-def onnx_session(path: str | os.PathLike, threads: int | None = None):
-    ort = _require_onnxruntime()
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def evaluate_onnx(
     fp32_onnx: str | os.PathLike,
     int8_onnx: str | os.PathLike,
@@ -317,3 +315,107 @@ def onnx_latency_ms(path: str | os.PathLike, shape: Sequence[int], *, runs: int 
         session.run(None, {input_name: x})
         times.append(time.perf_counter() - start)
     return float(np.median(times) * 1e3) if times else math.nan
+
+
+def quantize_and_check(
+    source: ExportSource,
+    output: str | os.PathLike,
+    calibration_images: Sequence[Path],
+    preprocess: Callable[[Path], np.ndarray],
+    *,
+    method: str = "minmax",
+    per_channel: bool = True,
+    target: str = "cpu",
+    reduce_range: bool | None = None,
+    eval_samples: Sequence[tuple[Path, int]] | None = None,
+    max_drop: float = 1.0,
+    latency_runs: int = 30,
+    record_extra: dict | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """The whole static int8 path: export `source` to fp32 ONNX (checked), calibrate and quantize it,
+    compare the int8 outputs with PyTorch (logit cosine), evaluate fp32 and int8 top-1 on
+    `eval_samples` when given, time both in ONNX Runtime, and move the int8 file onto `output`.
+
+    Returns the sidecar record (not written). Raises `ExportError` (check failed) and writes
+    nothing when the fp32 export does not match PyTorch or int8 loses more than `max_drop` points.
+    """
+    import torch
+
+    from ..files import replace_path, sha256_file, staging_folder
+    from .errors import EXIT_CHECK_FAILED, ExportError
+    from .onnx import DEFAULT_OPSET, export_and_check_onnx
+    from .record import provenance, source_record
+    from .verify import compare_cosine
+
+    output = Path(output)
+    with staging_folder(output) as tmp:
+        fp32 = tmp / "fp32.onnx"
+        fp32_record = export_and_check_onnx(
+            source, fp32, opset=DEFAULT_OPSET, dynamic_batch=True, atol=1e-4, rtol=1e-4, log=lambda m: None
+        )
+        if not fp32_record["check"]["passed"]:
+            raise ExportError(
+                f"the fp32 export differs from PyTorch ({fp32_record['check']['max_abs_diff']:.3g}); "
+                "nothing was written"
+            )
+        log(f"calibrating on {len(calibration_images)} images ({method}, target {target})")
+        int8 = tmp / "int8.onnx"
+        settings = quantize_qdq(
+            fp32,
+            int8,
+            calibration_images,
+            preprocess,
+            method=method,
+            per_channel=per_channel,
+            target=target,
+            reduce_range=reduce_range,
+            input_name=source.input_name,
+        )
+        record: dict = dict(
+            format="onnx-qdq-int8",
+            output=output.name,
+            **source_record(source),
+            quantization=dict(**settings, **(record_extra or {})),
+        )
+        x = source.example_input(batch=4, seed=1)
+        got = onnx_session(int8).run(None, {source.input_name: x.numpy()})
+        record["check"] = dict(
+            runtime="onnxruntime (CPUExecutionProvider)",
+            reference="the PyTorch eval-mode model as loaded, float32",
+            input="ImageNet-normalised uniform random pixels, seed 1, batch 4",
+            **compare_cosine(got, source.reference_outputs(x), None),
+        )
+        log(f"int8 vs PyTorch fp32 on random images: logit cosine {record['check']['cosine_min']:.5f} (min)")
+        if eval_samples is not None:
+            log(f"evaluating fp32 and int8 on {len(eval_samples)} images")
+            accuracy = evaluate_onnx(fp32, int8, eval_samples, preprocess, input_name=source.input_name)
+            accuracy.update(max_drop=max_drop)
+            record["accuracy"] = accuracy
+            log(
+                f"top-1 fp32 {accuracy['top1_fp32']:.2f}%  int8 {accuracy['top1_int8']:.2f}%  "
+                f"drop {accuracy['top1_drop']:.2f} points  agreement {accuracy['top1_agreement']:.2f}%  "
+                f"logit cosine {accuracy['logit_cosine_mean']:.5f}"
+            )
+            if accuracy["top1_drop"] > max_drop:
+                raise ExportError(
+                    f"int8 loses {accuracy['top1_drop']:.2f} points of top-1, more than the {max_drop} allowed; "
+                    "nothing was written",
+                    EXIT_CHECK_FAILED,
+                    param="max_drop",
+                )
+        if latency_runs > 0:
+            shape = (1, *source.input_shape[1:])
+            threads = torch.get_num_threads()
+            fp32_ms = onnx_latency_ms(fp32, shape, runs=latency_runs, threads=threads)
+            int8_ms = onnx_latency_ms(int8, shape, runs=latency_runs, threads=threads)
+            record["latency"] = dict(
+                runtime="onnxruntime CPUExecutionProvider", batch=1, threads=threads, runs=latency_runs,
+                warmup=5, statistic="median", fp32_ms=round(fp32_ms, 3), int8_ms=round(int8_ms, 3),
+                int8_over_fp32=round(int8_ms / fp32_ms, 3),
+            )  # fmt: skip
+            log(f"ONNX Runtime batch 1, {threads} threads: fp32 {fp32_ms:.2f} ms, int8 {int8_ms:.2f} ms "
+                f"({int8_ms / fp32_ms:.2f}x)")  # fmt: skip
+        replace_path(int8, output)
+    record.update(output_sha256=sha256_file(output), **provenance())
+    return record

@@ -1,0 +1,104 @@
+"""A benchmark's results as a CSV file, a Markdown table and a latency-accuracy chart."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from .runners import base_name
+
+__all__ = ["ACCURACY", "write_csv", "draw_chart", "markdown_table"]
+
+# ImageNet-1K top-1 (%) at 224 of the published weights, for the latency-accuracy chart; the
+# benchmark itself times random weights of the same architectures.
+ACCURACY = {
+    "nextvit_small": (82.5, "Next-ViT paper / original README"),
+    "nextvit_base": (83.2, "Next-ViT paper / original README"),
+    "nextvit_large": (83.6, "Next-ViT paper / original README"),
+    "resnet50": (80.4, "Wightman et al. 2021, ResNet strikes back (A1)"),
+    "convnext_tiny": (82.1, "Liu et al. 2022, ConvNeXt"),
+    "efficientformer_l1": (79.2, "Li et al. 2022, EfficientFormer"),
+}
+
+
+def write_csv(result: dict, path: Path) -> None:
+    info = result["machine"]
+    provenance = dict(cpu=info["cpu"], gpu=info.get("gpu", ""), torch_threads=info["torch_threads"],
+                      torch=info["versions"]["torch"], onnxruntime=info["versions"].get("onnxruntime", ""),
+                      timm=info["versions"].get("timm", ""), commit=info["git_commit"], date=info["date"])  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[*result["rows"][0], *provenance])
+        writer.writeheader()
+        for row in result["rows"]:
+            writer.writerow(row | provenance)
+
+
+def draw_chart(result: dict, path: Path, mode: str) -> None:
+    """Top-1 (published) against latency (measured here) at batch 1, the smallest input size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["rows"] if r["mode"] == mode and r["batch"] == 1 and r["dtype"] == "float32"]
+    if not rows:
+        raise SystemExit(f"--chart: no batch-1 float32 rows in mode {mode!r} to draw")
+    size = min(r["input_size"] for r in rows)
+    rows = [r for r in rows if r["input_size"] == size and base_name(r["model"]) in ACCURACY]
+    info = result["machine"]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=150)
+    ours = sorted((r for r in rows if not r["model"].startswith("timm:")), key=lambda r: r["median_ms"])
+    ax.plot([r["median_ms"] for r in ours], [ACCURACY[r["model"]][0] for r in ours], "o-", color="tab:red",
+            label="Next-ViT (this package, BatchNorm folded)")  # fmt: skip
+    for r in ours:
+        label = "Next-ViT-" + r["model"].split("_")[-1][0].upper()
+        ax.annotate(label, (r["median_ms"], ACCURACY[r["model"]][0]), textcoords="offset points", xytext=(6, -10))
+    for r in rows:
+        if r["model"].startswith("timm:"):
+            acc = ACCURACY[base_name(r["model"])][0]
+            ax.plot(r["median_ms"], acc, "s", color="tab:blue")
+            ax.annotate(r["model"], (r["median_ms"], acc), textcoords="offset points", xytext=(6, 4))
+    ax.set_xlabel(f"latency, ms (batch 1, {size}x{size}, float32, median; {mode})")
+    ax.set_ylabel("ImageNet-1K top-1, % (published)")
+    where = info.get("gpu") or f"{info['cpu']}, {info['torch_threads']} threads"
+    ax.set_title(f"Latency measured on {where}\ntorch {info['versions']['torch']}, commit {info['git_commit']}",
+                 fontsize=9)  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def markdown_table(result: dict) -> str:
+    """A table per input and batch size: a line per model, a column per mode and dtype, each cell the
+    median ms and, where a baseline was timed, the ratio to it."""
+    info = result["machine"]
+    lines = [f"Measured on {info['cpu']} ({', '.join(info['cpu_isa']) or 'no AVX2'}), {info['torch_threads']} "
+             f"threads, {info['date'][:10]}; torch {info['versions']['torch']}, onnxruntime "
+             f"{info['versions'].get('onnxruntime', '-')}, openvino {info['versions'].get('openvino', '-')}; "
+             f"median of timed calls after warm-up, "
+             f"{'each runtime in its own process' if result.get('isolation') == 'process' else 'all in one process'}"
+             + (f"; ratios to {result['baseline']}" if result.get("baseline") else "") + "."]  # fmt: skip
+    groups: dict = {}
+    for row in result["rows"]:
+        groups.setdefault((row["input_size"], row["batch"]), []).append(row)
+    for (size, batch), rows in groups.items():
+        columns = list(dict.fromkeys((r["mode"], r["dtype"]) for r in rows))
+        names = list(dict.fromkeys(r["model"] for r in rows))
+        lines += ["", f"{size}x{size}, batch {batch}, ms (x baseline):", "",
+                  "| model | " + " | ".join(f"{m} {d}" for m, d in columns) + " |",
+                  "|---|" + "---:|" * len(columns)]  # fmt: skip
+        for name in names:
+            cells = []
+            for mode, dtype in columns:
+                hit = [r for r in rows if (r["model"], r["mode"], r["dtype"]) == (name, mode, dtype)]
+                if not hit:
+                    cells.append("")
+                    continue
+                ratio = hit[0].get("ratio_to_baseline")
+                cells.append(f"{hit[0]['median_ms']:.1f}" + (f" ({ratio:.2f})" if ratio is not None else ""))
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,126 @@
+"""What each export writes beside its file: a JSON sidecar with the model, its input, the check and provenance."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from ..files import atomic_write_bytes
+from ..pretrained import IMAGENET_MEAN, IMAGENET_STD
+from .source import CROP_PCT, ExportSource, image_hw
+
+__all__ = [
+    "sidecar_path",
+    "write_sidecar",
+    "git_commit",
+    "library_versions",
+    "provenance",
+    "preprocessing",
+    "source_record",
+]
+
+
+def sidecar_path(output: str | os.PathLike) -> Path:
+    output = Path(output)
+    return output.with_name(output.name + ".json")
+
+
+def write_sidecar(output: str | os.PathLike, record: dict) -> Path:
+    """Write the record as `<output>.json`, atomically."""
+    path = sidecar_path(output)
+    text = json.dumps(record, indent=2, default=str) + "\n"
+    return atomic_write_bytes(path, text.encode())
+
+
+# --------------------------------------------------------------------------------------------
+# Provenance
+# --------------------------------------------------------------------------------------------
+
+
+def library_versions(extra: Sequence[str] = ()) -> dict[str, str]:
+    """Versions of Python and of the libraries that shape an export (those installed)."""
+    import importlib.metadata
+
+    from .. import __version__
+
+    versions = {"python": platform.python_version(), "nextvit": __version__, "torch": torch.__version__}
+    for name in ("numpy", "onnx", "onnxruntime", "onnxscript", "onnxsim", "onnxslim", *extra):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[name] = importlib.metadata.version(name)
+    return versions
+
+
+def git_commit() -> str | None:
+    """The short commit of the checkout this package runs from, or None (an installed copy, no git)."""
+    commit = ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
+            timeout=10,
+        ).stdout.strip()
+    return commit or None
+
+
+def provenance(extra_libraries: Sequence[str] = ()) -> dict:
+    """When, where and with what an export was made."""
+    commit = git_commit()
+    return dict(
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        platform=platform.platform(),
+        machine=platform.machine(),
+        versions=library_versions(extra_libraries),
+        git_commit=commit or None,
+        command=[Path(sys.argv[0]).name, *sys.argv[1:]],
+    )
+
+
+def preprocessing(image_size: Sequence[int], features: bool) -> dict:
+    """How an image becomes the exported model's input (before anything baked into the model)."""
+    h, w = image_hw(image_size)
+    prep = dict(
+        color="RGB",
+        layout="NCHW",
+        scale="pixels / 255, then (x - mean) / std per channel",
+        mean=list(IMAGENET_MEAN),
+        std=list(IMAGENET_STD),
+    )
+    if features:
+        prep["resize"] = f"the dense-task pipeline's own (resize, then pad) to {h}x{w}; no crop"
+    else:
+        prep.update(
+            resize_shorter_side=math.floor(min(h, w) / CROP_PCT),
+            interpolation="bicubic",
+            center_crop=[h, w],
+            crop_pct=CROP_PCT,
+        )
+    return prep
+
+
+def source_record(source: ExportSource) -> dict:
+    """The sidecar fields describing the model, its weights and its input and outputs."""
+    return dict(
+        model=source.name,
+        task="features" if source.features else "classification",
+        num_classes=source.num_classes,
+        kv_pool=source.kv_pool,
+        checkpoint=source.checkpoint,
+        random_weights=source.checkpoint is None,
+        folded=source.folded,
+        input=dict(name=source.input_name, shape=list(source.input_shape), dtype="float32"),
+        outputs=source.outputs_info(),
+        preprocessing=preprocessing(source.image_size, source.features),
+        notes=list(source.notes),
+    )
