@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         "--aug-test",
         "--tta",
         action="store_true",
-        help="multi-scale + flip testing: the config's tta_pipeline (the README's 'ms' column)",
+        help="multi-scale + flip testing: the config's tta_pipeline (the 'ms' column in segmentation/README.md)",
     )
     parser.add_argument("--out", help="also write the predicted label maps as PNGs into this folder")
     parser.add_argument("--show-dir", help="draw predictions over the images into this folder")

@@ -15,7 +15,7 @@ import torch
 import nextvit
 from nextvit.model import HEAD_DIM
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "draw_architecture.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "draw_architecture.py"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

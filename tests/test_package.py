@@ -29,3 +29,33 @@ def test_import_of_the_export_and_benchmark_packages_stays_light():
     code = f"import sys, nextvit.export, nextvit.benchmark; print(' '.join(m for m in {heavy!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == "", f"imported optional modules: {result.stdout}"
+
+
+# Imported by the package but not declared, on purpose: TensorRT comes with NVIDIA's install (its
+# PyPI wheels fetch from NVIDIA's index), the ONNX simplifiers are used when present.
+UNDECLARED = {"tensorrt", "onnxsim", "onnxslim"}
+DISTRIBUTION = {"PIL": "pillow", "mmseg": "mmsegmentation"}  # import name -> distribution, where they differ
+
+
+def test_every_third_party_import_of_the_package_is_declared():
+    import ast
+    import re
+
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ reads pyproject.toml without a dependency")
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    declared = {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+    imported = set()
+    for path in (root / "nextvit").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = {m for m in imported if m not in sys.stdlib_module_names and m != "nextvit"} - UNDECLARED
+    missing = {m for m in third_party if DISTRIBUTION.get(m, m).lower().replace("_", "-") not in declared}
+    assert missing == set(), f"imported by nextvit/ but not in pyproject.toml: {sorted(missing)}"

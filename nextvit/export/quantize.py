@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .onnx import onnx_session
+from .verify import cosine_per_sample
 
 if TYPE_CHECKING:
     from .source import ExportSource
@@ -288,7 +289,7 @@ def evaluate_onnx(
         logits["int8"].append(int8.run(None, {input_name: x})[0])
     a, b = np.concatenate(logits["fp32"]), np.concatenate(logits["int8"])
     labels = np.array([label for _, label in samples])
-    cosine = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    cosine = cosine_per_sample(b, a)
     top1_fp32 = float((a.argmax(1) == labels).mean() * 100)
     top1_int8 = float((b.argmax(1) == labels).mean() * 100)
     return dict(

@@ -1,6 +1,6 @@
 """Draw Next-ViT's overall architecture (the paper's Figure 1) from a built model.
 
-    python scripts/draw_architecture.py [--model nextvit_small] [--output images/nextvit_architecture.png]
+    python tools/draw_architecture.py [--model nextvit_small] [--output images/nextvit_architecture.png]
 
 The block order and repetitions, widths, resolutions, strides, the E-MHSA / MHCA channel split,
 head counts, pooling ratios, MLP ratios, parameters and FLOPs are all read from a built model (one
