@@ -263,7 +263,10 @@ def main(argv=None) -> int:
         args.markdown.write_text(markdown_table(result))
         print(f"wrote {args.markdown}")
     if args.chart:
-        draw_chart(result, args.chart, args.chart_mode)
+        try:
+            draw_chart(result, args.chart, args.chart_mode)
+        except ValueError as err:
+            raise SystemExit(f"--chart: {err}") from None
         print(f"wrote {args.chart}")
     return 0
 

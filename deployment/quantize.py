@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     samples = None
     if args.eval_dir is not None:
         try:
-            samples, _ = labelled_images(args.eval_dir, source.num_classes, config.get("class_names"))
+            samples, _ = labelled_images(
+                args.eval_dir, source.num_classes, config.get("class_names"), flag="--eval-dir"
+            )
         except QuantizeError as err:
             print(f"error: {err}; nothing was written", file=sys.stderr)
             return EXIT_USAGE

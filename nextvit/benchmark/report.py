@@ -43,7 +43,7 @@ def draw_chart(result: dict, path: Path, mode: str) -> None:
 
     rows = [r for r in result["rows"] if r["mode"] == mode and r["batch"] == 1 and r["dtype"] == "float32"]
     if not rows:
-        raise SystemExit(f"--chart: no batch-1 float32 rows in mode {mode!r} to draw")
+        raise ValueError(f"no batch-1 float32 rows in mode {mode!r} to draw")
     size = min(r["input_size"] for r in rows)
     rows = [r for r in rows if r["input_size"] == size and base_name(r["model"]) in ACCURACY]
     info = result["machine"]

@@ -215,7 +215,7 @@ def _openvino_fn(path: Path, x: torch.Tensor, precision: str):
 def tensorrt_unavailable(device: str) -> str | None:
     """Why TensorRT cannot be timed in this run, or None when it can."""
     if device != "cuda":
-        return "TensorRT runs on the GPU: pass --device cuda"
+        return "TensorRT runs on the GPU (device cuda)"
     try:
         import tensorrt  # noqa: F401
     except ImportError:

@@ -120,7 +120,7 @@ def find_images(folder: str | os.PathLike, limit: int | None = None, seed: int =
 
 
 def labelled_images(
-    folder: str | os.PathLike, num_classes: int, class_names: Sequence[str] | None = None, flag: str = "--eval-dir"
+    folder: str | os.PathLike, num_classes: int, class_names: Sequence[str] | None = None, flag: str = "folder"
 ) -> tuple[list[tuple[Path, int]], list[str]]:
     """(image, class index) pairs of an ImageFolder (`folder/<class>/<image>`), checked against the
     classifier: as many class folders as it has outputs, with its class names when they are known."""
