@@ -35,7 +35,7 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 
 import nextvit
-from nextvit.files import atomic_torch_save
+from nextvit.files import atomic_torch_save, atomic_write
 
 DEFAULT_DROP_PATH = {"nextvit_small": 0.1, "nextvit_base": 0.2, "nextvit_large": 0.2, "nextvit_tiny": 0.0}
 
@@ -237,10 +237,8 @@ def plot_curves(log_file: Path, png: Path) -> None:
     ax2.set_ylabel("%")
     ax2.legend()
     fig.tight_layout()
-    tmp = png.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_write(png, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
-    os.replace(tmp, png)
 
 
 @torch.no_grad()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..files import replace_path, staging_folder
 from .onnx import onnx_session
 from .verify import cosine_per_sample
 
@@ -236,12 +236,12 @@ def quantize_qdq(
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
     output = Path(output)
-    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.") as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
+    with staging_folder(output) as tmp:  # written complete beside `output`, then moved onto it
+        prepared, quantized = tmp / "prepared.onnx", tmp / output.name
         quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=False)
         quantize_static(
             str(prepared),
-            str(output),
+            str(quantized),
             _calibration_reader(calibration_images, preprocess, input_name, calibration_batch),
             quant_format=QuantFormat.QDQ,
             per_channel=per_channel,
@@ -252,6 +252,7 @@ def quantize_qdq(
             op_types_to_quantize=["Conv", "MatMul", "Gemm"],
             extra_options=extra,
         )
+        replace_path(quantized, output)
     return dict(
         format="QDQ",
         method=method,
@@ -343,7 +344,7 @@ def quantize_and_check(
     """
     import torch
 
-    from ..files import replace_path, sha256_file, staging_folder
+    from ..files import sha256_file
     from .errors import EXIT_CHECK_FAILED, ExportError
     from .onnx import DEFAULT_OPSET, export_and_check_onnx
     from .record import provenance, source_record
