@@ -13,8 +13,9 @@ demo: venv
 test: venv
 	$(PY) -m pytest
 
-# The fast tier: the package alone, which needs only `pip install -e .[timm,flops]` (no mm stack, no exporters).
-# Outside .venv: make test-core PY=python. The other tiers (markers in pyproject.toml): -m mm, -m export, -m data.
+# The fast tier: the package alone, which needs only `pip install -e .` and pytest (no timm, no mm stack, no
+# exporters). Outside .venv: make test-core PY=python. The other tiers (markers in pyproject.toml): -m interop,
+# -m mm, -m export, -m data.
 test-core:
 	$(PY) -m pytest -m core
 

@@ -63,17 +63,19 @@ def import_script():
 
 
 TIERS = {
-    # `pip install -e .[timm,flops]`: timm (with torchvision) and fvcore are what these files import besides torch
+    # `pip install -e .` (torch, safetensors, huggingface_hub) and pytest: the package's own tests
     "core": (
         "test_model",
         "test_checkpoint",
         "test_folding",
-        "test_flops",
         "test_ecosystem",
         "test_package",
         "test_setup",
         "test_files",
     ),
+    # `pip install -e .[timm,flops]`: checks against timm's port, fvcore's counts and torchvision's
+    # feature extractor (the files of the core tier mark their own such tests)
+    "interop": ("test_flops",),
     "mm": ("test_mm_adapter", "test_detection", "test_segmentation"),
     "export": ("test_deployment", "test_quantize", "test_benchmark"),
     "data": ("test_classification", "test_architecture_figure"),
@@ -89,3 +91,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         tier = TIER_OF_FILE.get(Path(str(item.path)).stem)
         if tier and not any(item.get_closest_marker(t) for t in TIERS):
             item.add_marker(getattr(pytest.mark, tier))
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """`-m core` reads only the core files: the others import, at the top, what `pip install -e .` lacks."""
+    if config.getoption("markexpr") == "core" and collection_path.name.startswith("test_"):
+        return TIER_OF_FILE.get(collection_path.stem) != "core"
+    return None

@@ -6,11 +6,9 @@ import subprocess
 import sys
 
 import pytest
-import timm
 import torch
 from helpers import randomize_and_calibrate, relative_error
 from safetensors.torch import save_file
-from timm.models.nextvit import checkpoint_filter_fn
 
 import nextvit
 from nextvit.checkpoint import bytedance_to_timm, detect_layout, timm_to_bytedance
@@ -18,6 +16,8 @@ from nextvit.checkpoint import bytedance_to_timm, detect_layout, timm_to_bytedan
 
 @pytest.fixture(scope="module")
 def timm_small():
+    import timm
+
     torch.manual_seed(1)
     return randomize_and_calibrate(timm.create_model("nextvit_small"))
 
@@ -32,6 +32,7 @@ def _outputs_match(ours, theirs, sizes=((224, 224), (256, 320))):
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+@pytest.mark.interop
 def test_timm_checkpoint_loads_into_ours(timm_small, tmp_path, suffix):
     path = tmp_path / f"timm{suffix}"
     state = {k: v.contiguous() for k, v in timm_small.state_dict().items()}
@@ -42,13 +43,20 @@ def test_timm_checkpoint_loads_into_ours(timm_small, tmp_path, suffix):
     _outputs_match(ours, timm_small)
 
 
+@pytest.mark.interop
 def test_our_checkpoint_loads_into_timm(small_calibrated, tmp_path):
+    import timm
+
     path = nextvit.save_checkpoint(small_calibrated, tmp_path / "ours.safetensors")
     theirs = timm.create_model("nextvit_small", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
     _outputs_match(small_calibrated, theirs)
 
 
+@pytest.mark.interop
 def test_bytedance_layout_round_trip_agrees_with_timms_converter(timm_small, tmp_path):
+    import timm
+    from timm.models.nextvit import checkpoint_filter_fn
+
     ours = nextvit.create_model("nextvit_small")
     ours.load_state_dict(timm_small.state_dict())
     path = nextvit.save_bytedance_checkpoint(ours, tmp_path / "nextvit_small_in1k_224.pth")
@@ -73,6 +81,7 @@ def test_bytedance_layout_round_trip_agrees_with_timms_converter(timm_small, tmp
     _outputs_match(reloaded, theirs)
 
 
+@pytest.mark.interop
 def test_bare_bytedance_state_dict_and_ddp_prefix(timm_small, tmp_path):
     state = timm_to_bytedance(timm_small.state_dict(), (3, 4, 10, 3))
     path = tmp_path / "bare.pth"
@@ -94,6 +103,7 @@ def test_layout_conversion_is_by_name_for_every_size():
         assert bytedance_to_timm(shuffled, model.depths).keys() == state.keys()
 
 
+@pytest.mark.interop
 def test_fine_tuning_drops_a_head_of_another_class_count(timm_small, tmp_path):
     path = tmp_path / "timm.safetensors"
     save_file({k: v.contiguous() for k, v in timm_small.state_dict().items()}, path)
@@ -193,6 +203,7 @@ def test_not_a_nextvit_checkpoint(tmp_path):
         nextvit.create_model("nextvit_small", checkpoint_path=path)
 
 
+@pytest.mark.interop
 def test_import_does_not_touch_timms_registry():
     code = (
         "import warnings; warnings.simplefilter('error');"

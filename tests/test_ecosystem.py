@@ -50,6 +50,7 @@ def test_global_pool_none_needs_a_headless_model(images):
 # -- pretrained_cfg ---------------------------------------------------------------------------
 
 
+@pytest.mark.interop
 def test_pretrained_cfg_drives_timms_data_config():
     from timm.data import resolve_data_config
 
@@ -76,6 +77,7 @@ def test_default_cfg_without_a_release():
     assert nextvit.NextViT(**nextvit.VARIANTS["nextvit_tiny"]).pretrained_cfg["input_size"] == (3, 224, 224)
 
 
+@pytest.mark.interop
 def test_builds_through_timms_builder(images):
     """A timm user who registers the class: timm's builder passes its own arguments and sets the cfg."""
     from timm.models import build_model_with_cfg
@@ -134,6 +136,7 @@ def test_fx_forward_backward_and_script(tiny_calibrated, images):
     assert all(p.grad is not None for p in train.parameters())
 
 
+@pytest.mark.interop
 def test_torchvision_feature_extractor(tiny_calibrated, images):
     from torchvision.models.feature_extraction import create_feature_extractor
 

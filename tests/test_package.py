@@ -59,3 +59,19 @@ def test_every_third_party_import_of_the_package_is_declared():
     third_party = {m for m in imported if m not in sys.stdlib_module_names and m != "nextvit"} - UNDECLARED
     missing = {m for m in third_party if DISTRIBUTION.get(m, m).lower().replace("_", "-") not in declared}
     assert missing == set(), f"imported by nextvit/ but not in pyproject.toml: {sorted(missing)}"
+
+
+def test_the_core_tier_runs_with_the_package_alone():
+    """`pytest -m core` with every optional stack made unimportable, as after `pip install -e .`."""
+    optional = ("timm", "fvcore", "torchvision", "PIL", "matplotlib", "onnx", "onnxruntime", "onnxscript", "openvino",
+                "coremltools", "mmengine", "mmcv", "mmdet", "mmseg")  # fmt: skip
+    code = (
+        f"import sys; sys.modules.update(dict.fromkeys({optional!r})); import pytest; "
+        "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-m', 'core', "
+        "'-k', 'not test_the_core_tier_runs_with_the_package_alone']))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=1200)
+    tail = result.stdout[-2000:]
+    assert result.returncode == 0, tail
+    assert " passed" in tail and "failed" not in tail and "error" not in tail.lower(), tail
