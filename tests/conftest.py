@@ -77,7 +77,7 @@ TIERS = {
     # feature extractor (the files of the core tier mark their own such tests)
     "interop": ("test_flops",),
     "mm": ("test_mm_adapter", "test_detection", "test_segmentation"),
-    "export": ("test_deployment", "test_quantize", "test_benchmark"),
+    "export": ("test_deployment", "test_quantize", "test_openvino", "test_benchmark"),
     "data": ("test_classification", "test_architecture_figure"),
 }
 TIER_OF_FILE = {name: tier for tier, names in TIERS.items() for name in names}

@@ -1,4 +1,4 @@
-"""BatchNorm folding: same outputs, no BatchNorm left, idempotent, saved and loaded back."""
+"""BatchNorm folding: same outputs, no BatchNorm left, idempotent, saved and loaded back; the folded model in bf16."""
 
 from __future__ import annotations
 
@@ -147,3 +147,37 @@ def test_deploy_layers_see_new_weights(tiny_calibrated):
         assert torch.allclose(folded(x), other(x), atol=1e-6)
         copied = copy.deepcopy(folded)
         assert torch.equal(copied(x), folded(x))
+
+
+# -- bf16 --------------------------------------------------------------------------------------
+
+
+def test_folded_model_runs_in_bfloat16(tiny_calibrated):
+    """bf16 weights and inputs, and fp32 weights under CPU autocast, both run and track fp32."""
+    folded = nextvit.fold_batchnorm(tiny_calibrated)
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        ref = tiny_calibrated(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            auto = folded(x)
+        bf16 = nextvit.fold_batchnorm(tiny_calibrated).to(torch.bfloat16)(x.to(torch.bfloat16))
+    assert auto.dtype == bf16.dtype == torch.bfloat16
+    for out in (auto, bf16):
+        assert torch.nn.functional.cosine_similarity(out.float(), ref).min() > 0.99
+
+
+def test_bf16_takes_onednn_only_where_the_cpu_has_bf16_units(tiny_calibrated, monkeypatch):
+    """The deploy conv picks oneDNN in bf16 for bf16 inputs and under bf16 autocast when the CPU
+    supports it, and the plain path otherwise (oneDNN's bf16 reorder fails on CPUs without it)."""
+    from nextvit import folding
+
+    conv = next(m for m in nextvit.fold_batchnorm(tiny_calibrated).modules() if isinstance(m, folding.DeployConv2d))
+    x = torch.randn(1, conv.in_channels, 8, 8)
+    with torch.no_grad():
+        assert conv._fast_dtype(x) == torch.float32
+        for supported, expected in ((True, torch.bfloat16), (False, None)):
+            monkeypatch.setattr(folding, "_MKLDNN_BF16", supported)
+            assert conv._fast_dtype(x.bfloat16()) is expected
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                assert conv._fast_dtype(x) is expected
+    assert conv._fast_dtype(x) is None  # autograd on: plain path

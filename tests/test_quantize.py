@@ -1,5 +1,5 @@
-"""Low-precision CPU deployment: int8 QDQ ONNX from a checkpoint and image folders, OpenVINO IR in
-fp32/bf16/int8, and the bf16 path of the folded PyTorch model. End to end on generated data."""
+"""Low-precision CPU deployment: int8 QDQ ONNX from a checkpoint and image folders, end to end on
+generated data. (OpenVINO IR: test_openvino.py; the folded model in bf16: test_folding.py.)"""
 
 from __future__ import annotations
 
@@ -168,66 +168,3 @@ def test_image_folder_helpers(shapes, tmp_path):
         find_images(tmp_path / "missing", flag="--calib-dir")
     x = EvalPreprocess(64)(picked[0])
     assert x.shape == (3, 64, 64) and x.dtype == np.float32 and -3 < x.mean() < 3
-
-
-# -- OpenVINO ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
-def test_openvino_export_checks_against_pytorch(import_script, tiny_checkpoint, quantized, tmp_path, precision):
-    script = import_script("deployment", "export_openvino")
-    output = tmp_path / f"tiny_{precision}.xml"
-    args = ["--model", "nextvit_tiny", "--checkpoint", str(tiny_checkpoint), "--image-size", "64",
-            "--precision", precision, "--latency-runs", "2", "--output", str(output)]  # fmt: skip
-    if precision == "int8":  # random weights: int8 logits on random images stay within cosine 0.95, not 0.99
-        args += ["--onnx", str(quantized), "--min-cosine", "0.95"]
-    assert script.main(args) == 0
-    assert output.is_file() and output.with_suffix(".bin").is_file()
-    record = json.loads(output.with_name(output.name + ".json").read_text())
-    assert record["precision"] == precision and record["check"]["passed"] and record["latency"]["ms"] > 0
-    if precision == "fp32":
-        assert record["check"]["max_rel_diff"] < 1e-4
-    else:
-        assert record["check"]["cosine_min"] >= (0.95 if precision == "int8" else 0.99)
-    assert record["check"]["effective_precision"] in ("f32", "bf16")
-
-
-def test_openvino_int8_needs_a_qdq_file(import_script, tiny_checkpoint, tmp_path):
-    script = import_script("deployment", "export_openvino")
-    with pytest.raises(SystemExit) as exit_info:
-        script.main(["--model", "nextvit_tiny", "--checkpoint", str(tiny_checkpoint), "--precision", "int8"])
-    assert exit_info.value.code == 2
-
-
-# -- bf16 in PyTorch --------------------------------------------------------------------------
-
-
-def test_folded_model_runs_in_bfloat16(tiny_calibrated):
-    """bf16 weights and inputs, and fp32 weights under CPU autocast, both run and track fp32."""
-    folded = nextvit.fold_batchnorm(tiny_calibrated)
-    x = torch.randn(4, 3, 64, 64)
-    with torch.no_grad():
-        ref = tiny_calibrated(x)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            auto = folded(x)
-        bf16 = nextvit.fold_batchnorm(tiny_calibrated).to(torch.bfloat16)(x.to(torch.bfloat16))
-    assert auto.dtype == bf16.dtype == torch.bfloat16
-    for out in (auto, bf16):
-        assert torch.nn.functional.cosine_similarity(out.float(), ref).min() > 0.99
-
-
-def test_bf16_takes_onednn_only_where_the_cpu_has_bf16_units(tiny_calibrated, monkeypatch):
-    """The deploy conv picks oneDNN in bf16 for bf16 inputs and under bf16 autocast when the CPU
-    supports it, and the plain path otherwise (oneDNN's bf16 reorder fails on CPUs without it)."""
-    from nextvit import folding
-
-    conv = next(m for m in nextvit.fold_batchnorm(tiny_calibrated).modules() if isinstance(m, folding.DeployConv2d))
-    x = torch.randn(1, conv.in_channels, 8, 8)
-    with torch.no_grad():
-        assert conv._fast_dtype(x) == torch.float32
-        for supported, expected in ((True, torch.bfloat16), (False, None)):
-            monkeypatch.setattr(folding, "_MKLDNN_BF16", supported)
-            assert conv._fast_dtype(x.bfloat16()) is expected
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                assert conv._fast_dtype(x) is expected
-    assert conv._fast_dtype(x) is None  # autograd on: plain path
