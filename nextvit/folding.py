@@ -11,10 +11,9 @@
 * E-MHSA's k and v projections (q, k and v where nothing is pooled) become one matrix product;
 * a BN left on its own (the final norm, the extra norms of dense-task adapters) becomes a
   per-channel affine map, so an exported graph holds no BatchNorm at all;
-* every conv becomes a `DeployConv2d` (same parameters, same state-dict keys) with the ReLU that
-  follows it fused in. On CPU, without autograd, it runs oneDNN with its weights packed once and
-  in channels-last layout: the work eager PyTorch otherwise repeats on every call. Anywhere else
-  (GPU, training, tracing, export, torch.compile) it is a plain conv followed by a ReLU.
+* every conv becomes a `DeployConv2d` and E-MHSA's linear layers `DeployLinear`s (same
+  parameters, same state-dict keys), with the ReLU that follows a conv fused in; on CPU they run
+  oneDNN kernels, elsewhere the plain PyTorch ops (see `nextvit.deploy_layers`).
 
 Unlike the original, folding changes the modules (and so the state-dict keys) instead of setting
 flags, so a folded model saved and loaded elsewhere cannot silently apply its BNs twice.
@@ -25,9 +24,9 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .deploy_layers import DeployConv2d, DeployLinear, mkldnn_bf16_supported
 from .model import (
     ChannelAffine,
     ConvAttention,
@@ -37,184 +36,12 @@ from .model import (
     NextConvBlock,
     NextTransformerBlock,
     PatchEmbed,
-    is_symbolic,
 )
 
-__all__ = ["fold_batchnorm", "has_batchnorm", "DeployConv2d", "DeployLinear", "mkldnn_bf16_supported"]
+# the deploy layers lived here before nextvit.deploy_layers: still importable from this module
+__all__ = ["fold_batchnorm", "DeployConv2d", "DeployLinear", "mkldnn_bf16_supported"]
 
 _BatchNorm = nn.modules.batchnorm._BatchNorm
-
-
-def _mkldnn_usable() -> bool:
-    ops = torch.ops.mkldnn
-    return torch.backends.mkldnn.is_available() and all(
-        hasattr(ops, name)
-        for name in (
-            "_convolution_pointwise",
-            "_reorder_convolution_weight",
-            "_linear_pointwise",
-            "_reorder_linear_weight",
-        )
-    )
-
-
-_MKLDNN = _mkldnn_usable()
-
-
-def mkldnn_bf16_supported() -> bool:
-    """Whether oneDNN runs bfloat16 natively on this CPU (AVX512-BF16 or AMX); elsewhere bf16 convs
-    are emulated and slower than float32."""
-    try:
-        return _MKLDNN and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-_MKLDNN_BF16 = mkldnn_bf16_supported()
-
-
-class _PackedWeightCache:
-    """Shared by the deploy layers: when to take the oneDNN path, and the packed weights it uses."""
-
-    @torch.jit.unused
-    def _fast_dtype(self, x: torch.Tensor) -> torch.dtype | None:
-        """The dtype to run oneDNN in (float32, or bfloat16 for bf16 inputs or under CPU autocast
-        to bf16 where the CPU has bf16 units), or None for the plain PyTorch path."""
-        if is_symbolic() or torch.onnx.is_in_onnx_export():  # first: `x` may be a Proxy
-            return None
-        if not (_MKLDNN and torch.backends.mkldnn.enabled and x.device.type == "cpu" and not torch.is_grad_enabled()):
-            return None
-        dtype = x.dtype
-        if dtype == torch.float32 and torch.is_autocast_enabled("cpu"):
-            dtype = torch.get_autocast_dtype("cpu")
-        if dtype == torch.float32 and self.weight.dtype == torch.float32:
-            return dtype
-        if dtype == torch.bfloat16 and _MKLDNN_BF16 and self.weight.dtype in (torch.float32, torch.bfloat16):
-            return dtype
-        return None
-
-    def _cached(self, key: tuple, pack, dtype: torch.dtype) -> torch.Tensor:
-        version = (self.weight._version, self.weight.data_ptr())
-        key = (*key, dtype)
-        hit = self._packed.get(key)
-        if hit is None or hit[0] != version:
-            if len(self._packed) >= 16:
-                self._packed.clear()
-            hit = self._packed[key] = (version, pack(self.weight.detach().to(dtype)))
-        return hit[1]
-
-    def __getstate__(self):  # copies and pickles drop the packed weights: they are only a cache
-        state = self.__dict__.copy()
-        state["_packed"] = {}
-        return state
-
-
-class DeployConv2d(_PackedWeightCache, nn.Conv2d):
-    """An inference conv with an optional fused ReLU, fast in eager mode on CPU.
-
-    On the CPU path (float32, no autograd, not tracing, exporting or compiling) oneDNN runs with
-    the weight reordered once into its blocked layout (cached until the weight changes) and with
-    channels-last activations. Elsewhere it is `relu(conv2d(x))`. Parameters and state-dict keys
-    are those of `nn.Conv2d`.
-    """
-
-    def __init__(self, *args, fused_relu: bool = False, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fused_relu = fused_relu
-        self.fuses_residual = True  # blocks test for this attribute (statically, in TorchScript)
-        self._packed: dict = {}
-
-    @classmethod
-    def from_conv(cls, conv: nn.Conv2d, fused_relu: bool = False) -> DeployConv2d:
-        """A DeployConv2d sharing `conv`'s parameters."""
-        new = cls(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            conv.stride,
-            conv.padding,
-            conv.dilation,
-            conv.groups,
-            conv.bias is not None,
-            conv.padding_mode,
-            fused_relu=fused_relu,
-            device=conv.weight.device,
-            dtype=conv.weight.dtype,
-        )
-        new.weight, new.bias = conv.weight, conv.bias
-        return new.train(conv.training)
-
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """relu?(conv(x)), plus `residual` when given (added after the ReLU)."""
-        if not torch.jit.is_scripting():
-            dtype = self._fast_dtype(x)
-            if dtype is not None and self.padding_mode == "zeros" and not isinstance(self.padding, str):
-                return self._mkldnn_forward(x, residual, dtype)
-        out = self._conv_forward(x, self.weight, self.bias)
-        if self.fused_relu:
-            out = F.relu(out, inplace=True)
-        return out if residual is None else residual + out
-
-    @torch.jit.unused
-    def _mkldnn_forward(self, x: torch.Tensor, residual: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-        x = x.to(dtype).contiguous(memory_format=torch.channels_last)
-        bias = None if self.bias is None else self.bias.to(dtype)
-        geometry = (list(self.padding), list(self.stride), list(self.dilation), self.groups)
-        packed = self._cached(
-            tuple(x.shape[1:]),
-            lambda w: torch.ops.mkldnn._reorder_convolution_weight(w, *geometry, list(x.shape)),
-            dtype,
-        )
-        if residual is None or self.fused_relu:
-            out = torch.ops.mkldnn._convolution_pointwise(
-                x, packed, bias, *geometry, "relu" if self.fused_relu else "none", [], ""
-            )
-            return out if residual is None else residual + out
-        residual = residual.to(dtype).contiguous(memory_format=torch.channels_last)
-        return torch.ops.mkldnn._convolution_pointwise.binary(
-            x, residual, packed, bias, *geometry, "add", None, None, [], None
-        )
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + (", fused_relu=True" if self.fused_relu else "")
-
-
-class DeployLinear(_PackedWeightCache, nn.Linear):
-    """An inference linear layer: oneDNN with a packed weight on CPU, `F.linear` elsewhere."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._packed: dict = {}
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear) -> DeployLinear:
-        new = cls(
-            linear.in_features,
-            linear.out_features,
-            linear.bias is not None,
-            device=linear.weight.device,
-            dtype=linear.weight.dtype,
-        )
-        new.weight, new.bias = linear.weight, linear.bias
-        return new.train(linear.training)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting():
-            dtype = self._fast_dtype(x)
-            if dtype is not None and self.bias is not None:
-                return self._mkldnn_forward(x, dtype)
-        return F.linear(x, self.weight, self.bias)
-
-    @torch.jit.unused
-    def _mkldnn_forward(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        rows = x.numel() // x.shape[-1]
-        packed = self._cached((rows,), lambda w: torch.ops.mkldnn._reorder_linear_weight(w, rows), dtype)
-        x = x.to(dtype).contiguous()
-        return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias.to(dtype), "none", [], "")
-
-
-def has_batchnorm(module: nn.Module) -> bool:
-    return any(isinstance(m, _BatchNorm) for m in module.modules())
 
 
 def _bn_affine(bn: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:

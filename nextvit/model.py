@@ -27,6 +27,7 @@ __all__ = [
     "NextTransformerBlock",
     "EfficientAttention",
     "ConvAttention",
+    "FusesResidualConv",
     "NextViTFeatures",
     "VARIANTS",
     "build_nextvit",
@@ -94,6 +95,25 @@ class ChannelAffine(nn.Module):
         return torch.addcmul(self.bias.view(1, -1, 1, 1), x, self.weight.view(1, -1, 1, 1))
 
 
+class FusesResidualConv(nn.Conv2d):
+    """A conv that adds the block's residual itself: `forward(x, residual)` is `residual + conv(x)`
+    (after any activation of its own), in one kernel where it can (`nextvit.deploy_layers`).
+
+    NCB and NTB hand their residual sums in eval mode to the last conv of MHCA and of the MLP when
+    it is one. They test for the class constant `fuses_residual` with `hasattr`, not for the class
+    with `isinstance`: TorchScript cannot test a submodule's class, but decides `hasattr` on a
+    submodule when it compiles and leaves the other branch out (a plain `nn.Conv2d` takes no
+    residual argument).
+    """
+
+    __constants__ = [*nn.Conv2d.__constants__, "fuses_residual"]
+    fuses_residual = True
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        out = self._conv_forward(x, self.weight, self.bias)
+        return out if residual is None else residual + out
+
+
 # --------------------------------------------------------------------------------------------
 # Blocks
 # --------------------------------------------------------------------------------------------
@@ -155,7 +175,7 @@ class ConvAttention(nn.Module):
         x = self.act(self.norm(self.group_conv3x3(x)))
         if residual is None:
             return self.projection(x)
-        if hasattr(self.projection, "fuses_residual"):  # a folded model's conv adds the residual itself
+        if hasattr(self.projection, "fuses_residual"):  # a FusesResidualConv (folded models') adds it itself
             return self.projection(x, residual)
         return residual + self.projection(x)
 
@@ -174,7 +194,7 @@ class ConvMlp(nn.Module):
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         hidden = self.drop(self.act(self.fc1(x)))
         if residual is not None and not self.training and hasattr(self.fc2, "fuses_residual"):
-            return self.fc2(hidden, residual)  # dropout is the identity: the folded conv adds the sum
+            return self.fc2(hidden, residual)  # dropout is the identity: the FusesResidualConv adds the sum
         out = self.drop(self.fc2(hidden))
         return out if residual is None else residual + out
 

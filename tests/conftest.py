@@ -68,6 +68,7 @@ TIERS = {
         "test_model",
         "test_checkpoint",
         "test_folding",
+        "test_deploy_layers",
         "test_ecosystem",
         "test_package",
         "test_setup",

@@ -1,4 +1,5 @@
-"""BatchNorm folding: same outputs, no BatchNorm left, idempotent, saved and loaded back; the folded model in bf16."""
+"""BatchNorm folding: same outputs, no BatchNorm left, idempotent, saved and loaded back. (The layers a folded
+model runs, in float32 and bfloat16: test_deploy_layers.py.)"""
 
 from __future__ import annotations
 
@@ -6,11 +7,10 @@ import copy
 
 import pytest
 import torch
-from helpers import randomize_and_calibrate, relative_error
+from helpers import relative_error
 from torch import nn
 
 import nextvit
-from nextvit.folding import has_batchnorm
 
 
 @pytest.mark.parametrize("kv_pool", ["1d", "2d"])
@@ -30,7 +30,6 @@ def test_folded_equals_unfolded_small(small_calibrated, kv_pool, hw):
 
 def test_folding_removes_every_batchnorm(tiny_calibrated):
     folded = nextvit.fold_batchnorm(tiny_calibrated)
-    assert has_batchnorm(tiny_calibrated) and not has_batchnorm(folded)
     assert folded.is_folded and not tiny_calibrated.is_folded
     assert not any("running_mean" in k for k in folded.state_dict())
     # E-MHSA projections are fused: kv where tokens are pooled, qkv where they are not
@@ -57,10 +56,10 @@ def test_copy_by_default_in_place_on_request(tiny_calibrated):
     model = copy.deepcopy(tiny_calibrated)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     folded = nextvit.fold_batchnorm(model)
-    assert folded is not model and has_batchnorm(model)
+    assert folded is not model and not model.is_folded
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     same = nextvit.fold_batchnorm(model, inplace=True)
-    assert same is model and not has_batchnorm(model)
+    assert same is model and model.is_folded
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
@@ -118,66 +117,3 @@ def test_batchnorm_without_running_statistics_cannot_be_folded():
     bn.running_var = None
     with pytest.raises(ValueError, match="running statistics"):
         nextvit.fold_batchnorm(model)
-
-
-def test_deploy_layers_fast_path_matches_plain_path(tiny_calibrated):
-    from nextvit.folding import DeployConv2d, DeployLinear
-
-    folded = nextvit.fold_batchnorm(tiny_calibrated)
-    assert any(isinstance(m, DeployConv2d) and m.fused_relu for m in folded.modules())
-    assert any(isinstance(m, DeployLinear) for m in folded.modules())
-    x = torch.randn(3, 3, 80, 112)
-    with torch.no_grad():
-        fast = folded(x)  # oneDNN with packed weights where available
-    plain = folded(x)  # autograd enabled: the plain conv + ReLU path
-    with torch.no_grad():
-        reference = tiny_calibrated(x)
-    assert relative_error(fast, reference) < 1e-5 and relative_error(plain.detach(), reference) < 1e-5
-
-
-def test_deploy_layers_see_new_weights(tiny_calibrated):
-    folded = nextvit.fold_batchnorm(tiny_calibrated)
-    other = nextvit.fold_batchnorm(
-        randomize_and_calibrate(nextvit.create_model("nextvit_tiny", num_classes=10), seed=5)
-    )
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        folded(x)  # fills the packed-weight caches
-        folded.load_state_dict(other.state_dict())
-        assert torch.allclose(folded(x), other(x), atol=1e-6)
-        copied = copy.deepcopy(folded)
-        assert torch.equal(copied(x), folded(x))
-
-
-# -- bf16 --------------------------------------------------------------------------------------
-
-
-def test_folded_model_runs_in_bfloat16(tiny_calibrated):
-    """bf16 weights and inputs, and fp32 weights under CPU autocast, both run and track fp32."""
-    folded = nextvit.fold_batchnorm(tiny_calibrated)
-    x = torch.randn(4, 3, 64, 64)
-    with torch.no_grad():
-        ref = tiny_calibrated(x)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            auto = folded(x)
-        bf16 = nextvit.fold_batchnorm(tiny_calibrated).to(torch.bfloat16)(x.to(torch.bfloat16))
-    assert auto.dtype == bf16.dtype == torch.bfloat16
-    for out in (auto, bf16):
-        assert torch.nn.functional.cosine_similarity(out.float(), ref).min() > 0.99
-
-
-def test_bf16_takes_onednn_only_where_the_cpu_has_bf16_units(tiny_calibrated, monkeypatch):
-    """The deploy conv picks oneDNN in bf16 for bf16 inputs and under bf16 autocast when the CPU
-    supports it, and the plain path otherwise (oneDNN's bf16 reorder fails on CPUs without it)."""
-    from nextvit import folding
-
-    conv = next(m for m in nextvit.fold_batchnorm(tiny_calibrated).modules() if isinstance(m, folding.DeployConv2d))
-    x = torch.randn(1, conv.in_channels, 8, 8)
-    with torch.no_grad():
-        assert conv._fast_dtype(x) == torch.float32
-        for supported, expected in ((True, torch.bfloat16), (False, None)):
-            monkeypatch.setattr(folding, "_MKLDNN_BF16", supported)
-            assert conv._fast_dtype(x.bfloat16()) is expected
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                assert conv._fast_dtype(x) is expected
-    assert conv._fast_dtype(x) is None  # autograd on: plain path
