@@ -66,7 +66,6 @@ def create_model(
                     "was asked for; drop the argument to use the checkpoint's"
                 )
     model = build_nextvit(arch, num_classes=num_classes, **kwargs)
-    model.variant = arch
     model.pretrained_cfg = model.default_cfg = model_cfg(release, num_classes, model.in_chans)
     if state is not None:
         if checkpoint_is_folded(state, meta):

@@ -466,6 +466,8 @@ class NextViT(nn.Module):
         global_pool: pooling before the head, timm's names: "avg" (the paper's), "max", "avgmax",
             "catavgmax" (avg and max concatenated, twice the head's input width), or "" for none
             (only without a head: `forward_head` then returns the final maps).
+        variant: the name in `VARIANTS` this configuration comes from ("" for a custom one), set
+            by `build_nextvit`; checkpoints record it and loading errors name it.
     """
 
     __jit_unused_properties__ = ["is_folded"]  # TorchScript compiles properties unless told not to
@@ -486,6 +488,7 @@ class NextViT(nn.Module):
         num_classes: int = 1000,
         in_chans: int = 3,
         global_pool: str = "avg",
+        variant: str = "",
     ) -> None:
         super().__init__()
         if not 0.0 <= drop_path_rate < 1.0:
@@ -497,6 +500,7 @@ class NextViT(nn.Module):
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.kv_pool = kv_pool
+        self.variant = variant
         self.grad_checkpointing = False
 
         self.stem = nn.Sequential(
@@ -704,6 +708,7 @@ class NextViTFeatures(nn.Module):
         take = model._stage_indices(list(out_indices))
         self.out_indices: list[int] = take
         self.in_chans = model.in_chans
+        self.variant = model.variant
         self.stem = model.stem
         self.stages = model.stages[: max(take) + 1]
         self.feature_info = FeatureInfo(model.feature_info[i] for i in take)
@@ -794,4 +799,4 @@ def build_nextvit(name: str, **kwargs) -> NextViT:
     """Build a variant by name with random weights; keyword arguments override its settings."""
     if name not in VARIANTS:
         raise ValueError(f"unknown Next-ViT variant {name!r}; choose one of {sorted(VARIANTS)}")
-    return NextViT(**{**VARIANTS[name], **kwargs})
+    return NextViT(**{**VARIANTS[name], **kwargs, "variant": name})

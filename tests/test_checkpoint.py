@@ -189,6 +189,11 @@ def test_checkpoint_of_another_variant_is_named(tmp_path):
         nextvit.create_model("nextvit_small", checkpoint_path=timm_path)
 
 
+def test_checkpoint_records_the_variant_of_a_model_built_without_the_factory(tmp_path):
+    path = nextvit.save_checkpoint(nextvit.build_nextvit("nextvit_tiny"), tmp_path / "tiny.safetensors")
+    assert nextvit.read_checkpoint(path)[1]["variant"] == "nextvit_tiny"
+
+
 def test_pickled_objects_are_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"model": {"stem.0.conv.weight": torch.zeros(1)}, "hook": subprocess.Popen}, path)

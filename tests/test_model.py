@@ -136,6 +136,13 @@ def test_unknown_variant_names_the_choices():
         nextvit.create_model("nextvit_small.bd_in22k")
 
 
+def test_a_model_knows_its_variant():
+    """The name of its row in VARIANTS, set by the builder: checkpoints record it."""
+    assert nextvit.build_nextvit("nextvit_tiny").variant == "nextvit_tiny"
+    assert nextvit.create_model("nextvit_tiny", features_only=True).variant == "nextvit_tiny"
+    assert nextvit.NextViT(**nextvit.VARIANTS["nextvit_tiny"]).variant == ""  # a configuration, no name
+
+
 def test_head_contract(tiny_calibrated):
     model = tiny_calibrated
     x = torch.randn(2, 3, 64, 64)
