@@ -47,6 +47,40 @@ def test_timm_nextvit_shares_our_weights():
         assert torch.allclose(ours(x), theirs(x), atol=1e-4)
 
 
+def test_runners_leave_the_process_state_as_they_found_it():
+    """Seeding the weights and freezing compiled graphs stay inside the runner."""
+    import torch
+    import torch._inductor.config as inductor_config
+
+    from nextvit.benchmark import runners
+
+    freezing = inductor_config.freezing
+    state = torch.get_rng_state()
+    model = runners.build_model("nextvit_tiny")
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(runners.build_model("nextvit_tiny").stem[0].conv.weight, model.stem[0].conv.weight)
+    runners._torch_fn(model, torch.randn(1, 3, 64, 64), compile_model=True)
+    assert inductor_config.freezing == freezing
+
+
+def test_modes_and_their_dtypes():
+    from nextvit.benchmark import runners
+
+    assert set(runners.ONNX_MODES) < set(runners.MODES) and set(runners.DEFAULT_MODES) <= set(runners.MODES)
+    assert [m for m in runners.MODES if runners.combination_exists(m, "bfloat16")] == [
+        "eager", "folded", "folded_cl", "compile", "openvino"
+    ]  # fmt: skip
+
+
+def test_tensorrt_is_unavailable_without_a_gpu_or_a_working_module(monkeypatch):
+    import nextvit.export.tensorrt as tensorrt
+    from nextvit.benchmark import runners
+
+    assert "GPU" in runners.tensorrt_unavailable("cpu")
+    monkeypatch.setattr(tensorrt, "tensorrt_module", lambda: None)  # absent, or an install that fails to import
+    assert "not installed" in runners.tensorrt_unavailable("cuda")
+
+
 def test_bad_model_names_are_refused(import_script):
     benchmark = import_script("deployment", "benchmark")
     with pytest.raises(SystemExit):

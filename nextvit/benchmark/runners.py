@@ -21,6 +21,7 @@ from ..folding import fold_batchnorm
 
 __all__ = [
     "MODES",
+    "ONNX_MODES",
     "DEFAULT_MODES",
     "DTYPES",
     "combination_exists",
@@ -34,17 +35,9 @@ __all__ = [
     "make_timed",
 ]
 
-MODES = (
-    "eager",
-    "folded",
-    "folded_cl",
-    "compile",
-    "onnxruntime",
-    "onnxruntime_int8",
-    "openvino",
-    "openvino_int8",
-    "tensorrt",
-)
+# the modes that run an ONNX export of the folded model (`onnx_artifacts`), int8 ones quantized
+ONNX_MODES = ("onnxruntime", "onnxruntime_int8", "openvino", "openvino_int8")
+MODES = ("eager", "folded", "folded_cl", "compile", *ONNX_MODES, "tensorrt")
 DEFAULT_MODES = ("eager", "folded", "folded_cl", "compile", "onnxruntime")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -52,10 +45,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def combination_exists(mode: str, dtype: str) -> bool:
     """ONNX Runtime and the int8 modes take float32 inputs; OpenVINO runs float32 or bfloat16;
     TensorRT builds float32 or float16 engines."""
-    if mode in ("onnxruntime", "onnxruntime_int8", "openvino_int8"):
-        return dtype == "float32"
     if mode == "openvino":
         return dtype in ("float32", "bfloat16")
+    if mode in ONNX_MODES:
+        return dtype == "float32"
     if mode == "tensorrt":
         return dtype != "bfloat16"
     return True
@@ -99,13 +92,17 @@ def base_name(spec: str) -> str:
 
 
 def build_model(spec: str, shared_state: dict | None = None) -> torch.nn.Module:
-    """`nextvit_*` (this package) or `timm:<name>` (random weights; nextvit ones share ours)."""
-    torch.manual_seed(0)
-    if not spec.startswith("timm:"):
-        return create_model(spec).eval()
-    import timm
+    """`nextvit_*` (this package) or `timm:<name>` (random weights; nextvit ones share ours).
 
-    model = timm.create_model(spec[len("timm:") :], pretrained=False).eval()
+    The weights are drawn from seed 0, the same in every process; the caller's random state is
+    left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        if not spec.startswith("timm:"):
+            return create_model(spec).eval()
+        import timm
+
+        model = timm.create_model(spec[len("timm:") :], pretrained=False).eval()
     if shared_state is not None:
         model.load_state_dict(shared_state)
     return model
@@ -124,11 +121,8 @@ def _torch_fn(model, x, channels_last=False, compile_model=False):
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    if compile_model:
-        import torch._inductor.config as inductor_config
-
-        inductor_config.freezing = True
-        model = torch.compile(model)
+    if compile_model:  # weights frozen into the graph as constants, for this compile only
+        model = torch.compile(model, options={"freezing": True})
 
     def run(inp):
         with torch.inference_mode() if not compile_model else torch.no_grad():
@@ -170,7 +164,7 @@ def onnx_artifacts(spec: str, model, mode: str, x: torch.Tensor, workdir: Path) 
     """The ONNX files a mode runs, made once per model and input shape and shared by its modes:
     the folded fp32 model, and its static int8 QDQ version (calibrated on random ImageNet-range
     inputs, so for latency only)."""
-    if mode not in ("onnxruntime", "onnxruntime_int8", "openvino", "openvino_int8"):
+    if mode not in ONNX_MODES:
         return {}
     tag = f"{spec.replace(':', '_')}_{x.shape[0]}x{x.shape[2]}x{x.shape[3]}"
     files = {"fp32": workdir / f"{tag}.onnx"}
@@ -214,12 +208,12 @@ def _openvino_fn(path: Path, x: torch.Tensor, precision: str):
 
 def tensorrt_unavailable(device: str) -> str | None:
     """Why TensorRT cannot be timed in this run, or None when it can."""
+    from ..export.tensorrt import tensorrt_module
+
     if device != "cuda":
         return "TensorRT runs on the GPU (device cuda)"
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return "the tensorrt Python package is not installed"
+    if tensorrt_module() is None:
+        return "the tensorrt Python package is not installed (or does not import)"
     if not torch.cuda.is_available():
         return "no CUDA device"
     return None
@@ -245,7 +239,7 @@ def make_timed(spec: str, model, mode: str, dtype: str, x: torch.Tensor, workdir
     tag = spec.replace(":", "_")
     if not combination_exists(mode, dtype):
         return None
-    if mode in ("onnxruntime", "onnxruntime_int8", "openvino", "openvino_int8"):
+    if mode in ONNX_MODES:
         if device != "cpu" and mode.startswith("openvino"):
             raise RuntimeError("OpenVINO is timed on the CPU only")
         files = onnx_artifacts(spec, model, mode, x, workdir)
