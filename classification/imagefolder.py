@@ -13,9 +13,10 @@ from pathlib import Path
 import torch.distributed as dist
 from PIL import Image
 from timm.data import create_transform
-from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from torchvision import datasets, transforms
-from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision import datasets
+
+from nextvit.images import IMAGE_SUFFIXES, ImageFileError, is_image, open_rgb
+from nextvit.preprocess import Preprocessing
 
 __all__ = ["DataError", "build_dataset", "build_transform", "check_image_folder"]
 
@@ -26,10 +27,6 @@ class DataError(ValueError):
 
 def _class_folders(split: Path) -> list[str]:
     return sorted(p.name for p in split.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMG_EXTENSIONS
 
 
 def check_image_folder(root: str | Path) -> list[str]:
@@ -46,8 +43,8 @@ def check_image_folder(root: str | Path) -> list[str]:
         if not names:
             raise DataError(f"{folder} has no class folders")
         for name in names:
-            if not any(_is_image(p) for p in (folder / name).rglob("*")):
-                raise DataError(f"class folder {folder / name} holds no images ({', '.join(IMG_EXTENSIONS)})")
+            if not any(is_image(p) for p in (folder / name).rglob("*")):
+                raise DataError(f"class folder {folder / name} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         classes[split] = names
     if classes["train"] != classes["val"]:
         only_train = sorted(set(classes["train"]) - set(classes["val"]))
@@ -61,11 +58,9 @@ def check_image_folder(root: str | Path) -> list[str]:
 
 def _checked_loader(path: str) -> Image.Image:
     try:
-        with open(path, "rb") as f:
-            image = Image.open(f)
-            return image.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"cannot read image {path}: {err} (pass --skip-corrupt to skip unreadable images)") from err
+        return open_rgb(path)
+    except ImageFileError as err:
+        raise DataError(f"{err} (pass --skip-corrupt to skip unreadable images)") from err
 
 
 def _readable(path: str) -> bool:
@@ -109,7 +104,9 @@ def drop_unreadable(dataset: datasets.ImageFolder, workers: int = 8) -> list[str
 
 
 def build_transform(is_train: bool, args: argparse.Namespace):
-    """timm's training transform (RandAugment, random erasing, ...); resize + center crop for eval."""
+    """timm's training transform (RandAugment, random erasing, ...); for eval the one eval
+    preprocessing of `nextvit.preprocess` (resize to size/crop_pct, bicubic, center crop, ImageNet
+    mean/std), which exported models are calibrated, evaluated and run with too."""
     if is_train:
         return create_transform(
             input_size=args.input_size,
@@ -121,21 +118,12 @@ def build_transform(is_train: bool, args: argparse.Namespace):
             re_mode=args.remode,
             re_count=args.recount,
         )
-    resize = int(args.input_size / args.crop_pct)
-    return transforms.Compose(
-        [
-            transforms.Resize(resize, interpolation=transforms.InterpolationMode.BICUBIC),
-            transforms.CenterCrop(args.input_size),
-            transforms.ToTensor(),
-            transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
-        ]
-    )
+    preprocessing = Preprocessing((args.input_size, args.input_size), args.crop_pct, "bicubic")
+    return preprocessing.tensor
 
 
 def build_dataset(is_train: bool, args: argparse.Namespace, log=print) -> tuple[datasets.ImageFolder, int]:
     """The train or val ImageFolder of `--data-path`, with its number of classes."""
-    if args.data_set not in ("IMNET", "image_folder"):
-        raise DataError(f"--data-set {args.data_set!r} is not supported: use IMNET (an ImageFolder tree)")
     split = Path(args.data_path) / ("train" if is_train else "val")
     dataset = datasets.ImageFolder(str(split), transform=build_transform(is_train, args), loader=_checked_loader)
     if getattr(args, "skip_corrupt", False):

@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_UNAVAILABLE
 
     source = source_from_args(args)
+    if source.checkpoint is None:
+        print("note: exporting random weights (--random-weights): for latency measurements only", file=sys.stderr)
     record = export_and_check_openvino(
         source,
         output,

@@ -47,6 +47,7 @@ from nextvit.export import (
     EXIT_CHECK_FAILED,
     EXIT_OK,
     FLAGS,
+    MIN_DYNAMO_OPSET,
     ExportError,
     ExportSource,
     add_bool_flag,
@@ -60,7 +61,7 @@ from nextvit.export import (
     source_from_args,
     write_sidecar,
 )
-from nextvit.export.tensorrt import build_and_check_engine, find_toolchain
+from nextvit.export.tensorrt import EngineOptions, build_and_check_engine, find_toolchain
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_source_args(parser, checkpoint_optional_with="--onnx")
     parser.add_argument("--datatype", choices=("fp16", "int8", "fp32"), default="fp16", help="engine precision")
-    parser.add_argument("--opset-version", type=int, default=DEFAULT_OPSET, help="opset of the exported ONNX")
+    parser.add_argument(
+        "--opset-version",
+        type=int,
+        default=None,
+        help=f"opset of the exported ONNX (default: {DEFAULT_OPSET} with torchscript, {MIN_DYNAMO_OPSET} with dynamo)",
+    )
     parser.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript", help="ONNX exporter")
     parser.add_argument("--onnx", type=Path, default=None, help="build from this ONNX file instead of exporting")
     parser.add_argument(
@@ -82,7 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--trtexec-path", default=None, help="trtexec executable (default: found on PATH)")
     parser.add_argument("--calib-dir", type=Path, default=None, help="images to calibrate int8 on (Python API)")
-    parser.add_argument("--calib-max-images", type=int, default=512, help="calibrate on at most this many images")
+    parser.add_argument(
+        "--calib-images",
+        "--calib-max-images",
+        dest="calib_images",
+        type=int,
+        default=512,
+        help="calibrate on at most this many images, drawn across class folders (as quantize.py's --calib-images)",
+    )
     add_bool_flag(parser, "--profile", False, "measure latency (--profile, --no-profile, or --profile True/False)")
     add_bool_flag(parser, "--dumpProfile", False, "print trtexec's per-layer profile")
     parser.add_argument(
@@ -97,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_source_args(parser, args, allow_no_weights=args.onnx is not None)
+    if args.opset_version is None:
+        args.opset_version = MIN_DYNAMO_OPSET if args.exporter == "dynamo" else DEFAULT_OPSET
+    if args.calib_images < 1:
+        parser.error(f"--calib-images must be at least 1, got {args.calib_images}")
     if args.onnx is None:
         try:
             check_opset(args.opset_version, args.exporter)
@@ -142,17 +159,13 @@ def main(argv: list[str] | None = None) -> int:
             print("note: building from random weights (--random-weights): for latency only", file=sys.stderr)
     stem = args.onnx.stem if args.onnx and source is None else default_stem(args.model, args.image_size, args.features)
     output = args.output or Path(f"{stem}_{args.datatype}.trt")
-    record = build_and_check_engine(
-        output,
-        tools=tools,
+    options = EngineOptions(
         datatype=args.datatype,
         shape=(args.batch_size, 3, *image_hw(args.image_size)),
-        source=source,
-        onnx_path=args.onnx,
         opset=args.opset_version,
         exporter=args.exporter,
         calib_dir=args.calib_dir,
-        calib_max_images=args.calib_max_images,
+        calib_max_images=args.calib_images,
         features=source.features if source is not None else args.features,
         atol=args.atol,
         rtol=args.rtol,
@@ -161,8 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         iterations=args.iterations,
         threads=args.threads,
         dump_profile=args.dumpProfile,
-        log=lambda message: print(message, flush=True),
     )
+    record = build_and_check_engine(
+        output, tools=tools, options=options, source=source, onnx_path=args.onnx,
+        log=lambda message: print(message, flush=True),
+    )  # fmt: skip
     write_sidecar(output, record)
     check = record["check"]
     if check.get("passed") is False:

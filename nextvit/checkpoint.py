@@ -249,18 +249,21 @@ def load_checkpoint(
     checkpoint: str | os.PathLike | Mapping[str, torch.Tensor],
     strict: bool = True,
     drop_head: bool | None = None,
+    meta: Mapping[str, str] | None = None,
+    where: str | None = None,
 ) -> LoadReport:
     """Load a ByteDance, timm or nextvit checkpoint into a `NextViT`, matching keys by name and shape.
 
     Args:
-        checkpoint: a file path, or a state dict already read.
+        checkpoint: a file path, or a state dict already read (`read_checkpoint`), then with its
+            `meta` and, for messages, `where` it came from, so that a file is read once.
         strict: raise `CheckpointError` listing the missing, unexpected and mis-shaped keys when
             anything does not match; with False, load what matches and report the rest.
         drop_head: leave the model's classifier as it is instead of loading it. None (default)
             drops it only when its class count differs from the checkpoint's (fine-tuning).
     """
     if isinstance(checkpoint, Mapping):
-        state, meta, where = dict(checkpoint), {}, "<state dict>"
+        state, meta, where = dict(checkpoint), dict(meta or {}), where or "<state dict>"
     else:
         state, meta = read_checkpoint(checkpoint)
         where = str(checkpoint)

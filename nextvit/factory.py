@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from .checkpoint import checkpoint_is_folded, load_checkpoint, read_checkpoint
+import torch
+
+from .checkpoint import LoadReport, checkpoint_is_folded, load_checkpoint, read_checkpoint
 from .folding import fold_batchnorm
 from .model import VARIANTS, NextViT, NextViTFeatures, build_nextvit
 from .pretrained import PRETRAINED, download_pretrained, get_pretrained_cfg, model_cfg
 
-__all__ = ["create_model", "list_models"]
+__all__ = ["create_model", "list_models", "model_from_state"]
 
 log = logging.getLogger(__name__)
 
@@ -55,23 +57,43 @@ def create_model(
         release = get_pretrained_cfg(name)  # validates the tag even when no weights are loaded
     if pretrained and checkpoint_path is None:
         checkpoint_path = download_pretrained(release)
-    state = meta = None
     if checkpoint_path is not None:
         state, meta = read_checkpoint(checkpoint_path)
-        saved_pool = meta.get("kv_pool")
-        if saved_pool in ("1d", "2d"):
-            if kwargs.setdefault("kv_pool", saved_pool) != saved_pool:
-                raise ValueError(
-                    f"{checkpoint_path} was trained with kv_pool={saved_pool!r}, but kv_pool={kwargs['kv_pool']!r} "
-                    "was asked for; drop the argument to use the checkpoint's"
-                )
-    model = build_nextvit(arch, num_classes=num_classes, **kwargs)
+        model, _ = model_from_state(arch, state, meta, where=str(checkpoint_path), num_classes=num_classes, **kwargs)
+    else:
+        model = build_nextvit(arch, num_classes=num_classes, **kwargs)
     model.pretrained_cfg = model.default_cfg = model_cfg(release, num_classes, model.in_chans)
-    if state is not None:
-        if checkpoint_is_folded(state, meta):
-            fold_batchnorm(model, inplace=True)
-        report = load_checkpoint(model, checkpoint_path, strict=True)
-        log.info(report.summary())
     if features_only:
         return NextViTFeatures(model, out_indices)
     return model
+
+
+def model_from_state(
+    arch: str,
+    state: Mapping[str, torch.Tensor],
+    meta: Mapping[str, str],
+    *,
+    where: str,
+    num_classes: int = 1000,
+    drop_head: bool | None = None,
+    **kwargs,
+) -> tuple[NextViT, LoadReport]:
+    """Build `arch` and load a checkpoint already read by `read_checkpoint` (the one loading path
+    of `create_model` and of the exporters, so both apply the same rules).
+
+    The pooling the checkpoint was trained with (`kv_pool` in its metadata) is used unless
+    `kv_pool` is given; a conflicting value is a ValueError. A folded checkpoint gives a folded
+    model. `drop_head` as in `load_checkpoint`. Returns the model and what was loaded.
+    """
+    saved_pool = meta.get("kv_pool")
+    if saved_pool in ("1d", "2d") and kwargs.setdefault("kv_pool", saved_pool) != saved_pool:
+        raise ValueError(
+            f"{where} was trained with kv_pool={saved_pool!r}, but kv_pool={kwargs['kv_pool']!r} "
+            "was asked for; drop the argument to use the checkpoint's"
+        )
+    model = build_nextvit(arch, num_classes=num_classes, **kwargs)
+    if checkpoint_is_folded(state, meta):
+        fold_batchnorm(model, inplace=True)
+    report = load_checkpoint(model, state, strict=True, drop_head=drop_head, meta=meta, where=where)
+    log.info(report.summary())
+    return model, report

@@ -15,6 +15,7 @@ __all__ = ["PretrainedCfg", "PRETRAINED", "get_pretrained_cfg", "download_pretra
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CROP_PCT = 0.875  # the original evaluation's center crop, at 224 and at 384
 _DRIVE = "https://drive.google.com/file/d/{}/view?usp=sharing"
 
 
@@ -27,7 +28,7 @@ class PretrainedCfg:
     top1: float
     file: str
     url: str
-    crop_pct: float = 0.875
+    crop_pct: float = CROP_PCT
     interpolation: str = "bicubic"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -186,7 +187,7 @@ def model_cfg(cfg: PretrainedCfg | None, num_classes: int = 1000, in_chans: int 
         "num_classes": num_classes,
         "input_size": (in_chans, size, size),
         "pool_size": (size // 32, size // 32),
-        "crop_pct": cfg.crop_pct if cfg is not None else 0.875,
+        "crop_pct": cfg.crop_pct if cfg is not None else CROP_PCT,
         "crop_mode": "center",
         "interpolation": cfg.interpolation if cfg is not None else "bicubic",
         "mean": cfg.mean if cfg is not None else IMAGENET_MEAN,

@@ -77,9 +77,9 @@ TIERS = {
     # `pip install -e .[timm,flops]`: checks against timm's port, fvcore's counts and torchvision's
     # feature extractor (the files of the core tier mark their own such tests)
     "interop": ("test_flops",),
-    "mm": ("test_mm_adapter", "test_detection", "test_segmentation"),
-    "export": ("test_deployment", "test_quantize", "test_openvino", "test_benchmark"),
-    "data": ("test_classification", "test_architecture_figure"),
+    "mm": ("test_image_demo", "test_mm_adapter", "test_detection", "test_segmentation"),
+    "export": ("test_predict", "test_deployment", "test_quantize", "test_openvino", "test_benchmark"),
+    "data": ("test_preprocess", "test_classification", "test_slurm", "test_architecture_figure"),
 }
 TIER_OF_FILE = {name: tier for tier, names in TIERS.items() for name in names}
 

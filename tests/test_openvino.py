@@ -27,7 +27,8 @@ def qdq_model(tiny_checkpoint, tmp_path_factory):
     import onnx
 
     from nextvit.export.onnx import export_onnx
-    from nextvit.export.quantize import EvalPreprocess, find_images, quantize_qdq
+    from nextvit.export.quantize import find_images, quantize_qdq
+    from nextvit.preprocess import Preprocessing
     from nextvit.synthetic import make_classification_dataset
 
     root = tmp_path_factory.mktemp("int8")
@@ -36,7 +37,7 @@ def qdq_model(tiny_checkpoint, tmp_path_factory):
     fp32 = root / "tiny_fp32.onnx"
     onnx.save(export_onnx(nextvit.fold_batchnorm(model), torch.randn(1, 3, 64, 64), dynamic_batch=True), str(fp32))
     output = root / "tiny_int8.onnx"
-    quantize_qdq(fp32, output, find_images(root / "shapes" / "train", limit=16), EvalPreprocess(64))
+    quantize_qdq(fp32, output, find_images(root / "shapes" / "train", limit=16), Preprocessing(64))
     return output
 
 

@@ -15,7 +15,8 @@ import torch
 from helpers import randomize_and_calibrate
 
 import nextvit
-from nextvit.export.quantize import EvalPreprocess, QuantizeError, find_images, labelled_images
+from nextvit.images import ImageFileError, find_images, labelled_images
+from nextvit.preprocess import Preprocessing
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,7 +81,7 @@ def test_quantized_model_tracks_pytorch(quantized, tiny_checkpoint, shapes):
 
     model = nextvit.create_model("nextvit_tiny", num_classes=10, checkpoint_path=tiny_checkpoint).eval()
     images = find_images(shapes / "val", limit=8)
-    x = np.stack([EvalPreprocess(64)(p) for p in images])
+    x = np.stack([Preprocessing(64)(p) for p in images])
     got = onnx_session(quantized).run(None, {"input": x})[0]
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
@@ -126,7 +127,7 @@ def test_refusals_leave_no_file(shapes, tiny_checkpoint, tmp_path):
         (four / name).mkdir(parents=True)
         Image.new("RGB", (64, 64)).save(four / name / "x.png")
     result = _run_cli([*base, "--calib-dir", shapes / "train", "--calib-images", "2", "--eval-dir", four], tmp_path)
-    assert result.returncode == 2 and "has 4 class folders but the checkpoint's classifier has 10" in result.stderr
+    assert result.returncode == 2 and "has 4 class folders but the classifier has 10 outputs" in result.stderr
     # no runtime: an import of onnxruntime that fails
     fake = tmp_path / "no_ort"
     (fake / "onnxruntime").mkdir(parents=True)
@@ -162,9 +163,9 @@ def test_image_folder_helpers(shapes, tmp_path):
     assert len({p.parent.name for p in picked}) == 10  # one per class before any class gets a second
     samples, classes = labelled_images(shapes / "val", 10)
     assert len(samples) == 20 and classes == sorted(classes)
-    with pytest.raises(QuantizeError, match="differ from the checkpoint's classes"):
+    with pytest.raises(ImageFileError, match="differ from the model's classes"):
         labelled_images(shapes / "val", 10, class_names=[f"c{i}" for i in range(10)])
-    with pytest.raises(QuantizeError, match="no such folder"):
+    with pytest.raises(ImageFileError, match="no such folder"):
         find_images(tmp_path / "missing", flag="--calib-dir")
-    x = EvalPreprocess(64)(picked[0])
+    x = Preprocessing(64)(picked[0])
     assert x.shape == (3, 64, 64) and x.dtype == np.float32 and -3 < x.mean() < 3

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .runners import base_name
 
-__all__ = ["ACCURACY", "write_csv", "draw_chart", "markdown_table"]
+__all__ = ["ACCURACY", "MIN_COSINE", "write_csv", "draw_chart", "markdown_table", "fastest_accurate"]
 
 # ImageNet-1K top-1 (%) at 224 of the published weights, for the latency-accuracy chart; the
 # benchmark itself times random weights of the same architectures.
@@ -19,6 +19,26 @@ ACCURACY = {
     "convnext_tiny": (82.1, "Liu et al. 2022, ConvNeXt"),
     "efficientformer_l1": (79.2, "Li et al. 2022, EfficientFormer"),
 }
+
+
+# an entry counts as accurate when its logits' cosine to PyTorch fp32 (same weights, same input) is at
+# least this, per sample: what bf16 and a good int8 reach, and what a broken conversion does not
+MIN_COSINE = 0.999
+
+
+def fastest_accurate(result: dict, min_cosine: float = MIN_COSINE) -> list[dict]:
+    """Per input size and batch, the fastest row whose output check passed (`output_cosine` >=
+    `min_cosine`), with the fastest row of any kind for comparison. Rows without a check (timm's
+    eager baseline, old result files) are not candidates."""
+    groups: dict = {}
+    for row in result["rows"]:
+        groups.setdefault((row["input_size"], row["batch"]), []).append(row)
+    picks = []
+    for (size, batch), rows in groups.items():
+        checked = [r for r in rows if r.get("output_cosine") is not None and r["output_cosine"] >= min_cosine]
+        best = min(checked, key=lambda r: r["median_ms"]) if checked else None
+        picks.append(dict(input_size=size, batch=batch, best=best, fastest=min(rows, key=lambda r: r["median_ms"])))
+    return picks
 
 
 def write_csv(result: dict, path: Path) -> None:
@@ -101,4 +121,23 @@ def markdown_table(result: dict) -> str:
                 ratio = hit[0].get("ratio_to_baseline")
                 cells.append(f"{hit[0]['median_ms']:.1f}" + (f" ({ratio:.2f})" if ratio is not None else ""))
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Fastest accurate entry on this CPU (logits' cosine to PyTorch fp32 >= {MIN_COSINE}, per sample):",
+        "",
+    ]
+    for pick in fastest_accurate(result):
+        where = f"{pick['input_size']}x{pick['input_size']}, batch {pick['batch']}"
+        best = pick["best"]
+        if best is None:
+            lines.append(f"- {where}: no entry has an output check (rerun with this version of benchmark.py)")
+            continue
+        line = (f"- {where}: {best['model']} {best['mode']} {best['dtype']}, {best['median_ms']:.1f} ms "
+                f"(cosine {best['output_cosine']:.5f})")  # fmt: skip
+        fastest = pick["fastest"]
+        if fastest is not best:
+            line += (f"; the fastest of all, {fastest['model']} {fastest['mode']} {fastest['dtype']} "
+                     f"({fastest['median_ms']:.1f} ms), " + (f"has cosine {fastest['output_cosine']:.5f}"
+                     if fastest.get("output_cosine") is not None else "has no output check"))  # fmt: skip
+        lines.append(line)
     return "\n".join(lines) + "\n"

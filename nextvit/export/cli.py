@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..model import VARIANTS
+from ..preprocess import CROP_PCT, INTERPOLATIONS, ConfigError, training_config
 from .errors import EXIT_USAGE, ExportError
 from .source import ExportSource, load_source
 
@@ -16,6 +17,9 @@ __all__ = [
     "parse_bool",
     "add_bool_flag",
     "add_source_args",
+    "add_preprocessing_args",
+    "preprocessing_overrides",
+    "read_class_names",
     "check_source_args",
     "source_from_args",
     "cli_main",
@@ -36,6 +40,9 @@ FLAGS = {
     "builder": "--builder",
     "calib_dir": "--calib-dir",
     "precision": "--precision",
+    "kv_pool": "--kv-pool",
+    "class_names": "--class-names",
+    "calib_max_images": "--calib-images",
     "max_drop": "--max-drop",
     "output": "--output",
 }
@@ -62,15 +69,21 @@ def add_bool_flag(parser: argparse.ArgumentParser, name: str, default: bool, hel
 
 def add_source_args(parser: argparse.ArgumentParser, checkpoint_optional_with: str | None = None) -> None:
     """The flags every export script takes: which model, which weights, which input, which check."""
-    parser.add_argument("--model", default="nextvit_small", choices=sorted(VARIANTS), help="variant to export")
+    parser.add_argument(
+        "--model",
+        default=None,
+        choices=sorted(VARIANTS),
+        help="variant to export (default: the `arch` of config.json beside --checkpoint, else nextvit_small)",
+    )
     parser.add_argument("--batch-size", type=int, default=1, help="batch size of the exported input")
     parser.add_argument(
         "--image-size",
         type=int,
         nargs="+",
-        default=[224],
+        default=None,
         metavar="SIZE",
-        help="input size: one int for a square input, or two (height width), e.g. --image-size 800 1344",
+        help="input size: one int for a square input, or two (height width), e.g. --image-size 800 1344 "
+        "(default: the input_size of config.json beside --checkpoint, else 224)",
     )
     required = "required unless --random-weights" + (
         f" or {checkpoint_optional_with}" if checkpoint_optional_with else ""
@@ -98,6 +111,10 @@ def add_source_args(parser: argparse.ArgumentParser, checkpoint_optional_with: s
         help="export the backbone for detection/segmentation: the 4 stage outputs (strides 4, 8, 16, 32)",
     )
     parser.add_argument("--no-fold", action="store_true", help="keep the BatchNorms instead of folding them")
+    parser.add_argument(
+        "--kv-pool", choices=("1d", "2d"), default=None, help="E-MHSA pooling (default: the checkpoint's, else 1d)"
+    )
+    add_preprocessing_args(parser)
     parser.add_argument("--output", type=Path, default=None, help="output file (default: named after the model)")
     parser.add_argument("--atol", type=float, default=None, help="absolute tolerance of the check against PyTorch")
     parser.add_argument(
@@ -105,8 +122,41 @@ def add_source_args(parser: argparse.ArgumentParser, checkpoint_optional_with: s
     )
 
 
+def add_preprocessing_args(parser: argparse.ArgumentParser) -> None:
+    """Flags over the recorded eval preprocessing and class names (config.json or a sidecar)."""
+    group = parser.add_argument_group(
+        "preprocessing and class names (default: config.json beside the checkpoint, or the model's sidecar)"
+    )
+    group.add_argument("--crop-pct", type=float, default=None, help=f"center crop fraction (else {CROP_PCT})")
+    group.add_argument("--interpolation", choices=INTERPOLATIONS, default=None, help="resize filter (else bicubic)")
+    group.add_argument("--mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"), help="else ImageNet's")
+    group.add_argument("--std", type=float, nargs=3, default=None, metavar=("R", "G", "B"), help="else ImageNet's")
+    group.add_argument(
+        "--class-names", type=Path, default=None, metavar="FILE", help="a text file with one class name per line"
+    )
+
+
+def preprocessing_overrides(args: argparse.Namespace) -> dict:
+    """The preprocessing settings given on the command line (for `Preprocessing.override`)."""
+    return {k: getattr(args, k) for k in ("crop_pct", "interpolation", "mean", "std") if getattr(args, k) is not None}
+
+
+def read_class_names(path: Path | None) -> list[str] | None:
+    """Class names from a text file, one per line (blank lines ignored)."""
+    if path is None:
+        return None
+    try:
+        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeError) as err:
+        raise ExportError(f"cannot read it ({err})", EXIT_USAGE, param="class_names", value=str(path)) from None
+    if not names:
+        raise ExportError("holds no class names (one per line)", EXIT_USAGE, param="class_names", value=str(path))
+    return names
+
+
 def check_source_args(parser: argparse.ArgumentParser, args: argparse.Namespace, *, allow_no_weights: bool = False):
-    """Refuse what cannot be right before any work is done (argparse's exit code 2)."""
+    """Refuse what cannot be right before any work is done (argparse's exit code 2), and fill in
+    `--model` and `--image-size` from the config.json beside the checkpoint when they are unset."""
     if args.checkpoint is not None and args.random_weights:
         parser.error("--checkpoint and --random-weights exclude each other")
     if args.checkpoint is None and not args.random_weights and not allow_no_weights:
@@ -116,6 +166,19 @@ def check_source_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
         )
     if args.checkpoint is not None and not args.checkpoint.is_file():
         parser.error(f"--checkpoint {args.checkpoint}: no such file")
+    try:
+        config = training_config(args.checkpoint)
+    except ConfigError as err:
+        parser.error(f"--checkpoint {args.checkpoint}: {err}")
+    if args.model is None:
+        args.model = config["arch"] if config.get("arch") in VARIANTS else "nextvit_small"
+    if args.image_size is None:
+        size = config.get("input_size", 224)
+        args.image_size = list(size) if isinstance(size, (list, tuple)) else [int(size)]
+    if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
+        parser.error(f"--crop-pct must be in (0, 1], got {args.crop_pct}")
+    if args.class_names is not None and not args.class_names.is_file():
+        parser.error(f"--class-names {args.class_names}: no such file")
     if args.batch_size < 1:
         parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
     if len(args.image_size) not in (1, 2):
@@ -139,6 +202,9 @@ def source_from_args(args: argparse.Namespace, input_name: str = "input") -> Exp
         features=args.features,
         fold=not args.no_fold,
         input_name=input_name,
+        kv_pool=args.kv_pool,
+        preprocessing=preprocessing_overrides(args),
+        class_names=read_class_names(args.class_names),
     )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
-import math
 import os
 import platform
 import subprocess
@@ -17,7 +16,7 @@ import torch
 
 from ..files import atomic_write_bytes
 from ..pretrained import IMAGENET_MEAN, IMAGENET_STD
-from .source import CROP_PCT, ExportSource, image_hw
+from .source import ExportSource
 
 __all__ = [
     "sidecar_path",
@@ -87,26 +86,19 @@ def provenance(extra_libraries: Sequence[str] = ()) -> dict:
     )
 
 
-def preprocessing(image_size: Sequence[int], features: bool) -> dict:
+def preprocessing(source: ExportSource) -> dict:
     """How an image becomes the exported model's input (before anything baked into the model)."""
-    h, w = image_hw(image_size)
-    prep = dict(
+    if source.preprocessing is not None:
+        return source.preprocessing.to_record()
+    h, w = source.image_size
+    return dict(
         color="RGB",
         layout="NCHW",
         scale="pixels / 255, then (x - mean) / std per channel",
         mean=list(IMAGENET_MEAN),
         std=list(IMAGENET_STD),
+        resize=f"the dense-task pipeline's own (resize, then pad) to {h}x{w}; no crop",
     )
-    if features:
-        prep["resize"] = f"the dense-task pipeline's own (resize, then pad) to {h}x{w}; no crop"
-    else:
-        prep.update(
-            resize_shorter_side=math.floor(min(h, w) / CROP_PCT),
-            interpolation="bicubic",
-            center_crop=[h, w],
-            crop_pct=CROP_PCT,
-        )
-    return prep
 
 
 def source_record(source: ExportSource) -> dict:
@@ -121,6 +113,7 @@ def source_record(source: ExportSource) -> dict:
         folded=source.folded,
         input=dict(name=source.input_name, shape=list(source.input_shape), dtype="float32"),
         outputs=source.outputs_info(),
-        preprocessing=preprocessing(source.image_size, source.features),
+        preprocessing=preprocessing(source),
+        class_names=source.class_names,
         notes=list(source.notes),
     )

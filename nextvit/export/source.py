@@ -6,15 +6,17 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..checkpoint import checkpoint_is_folded, detect_layout, load_checkpoint, read_checkpoint
+from ..checkpoint import detect_layout, read_checkpoint
+from ..factory import model_from_state
 from ..files import sha256_file
 from ..folding import fold_batchnorm
 from ..model import VARIANTS, NextViT, build_nextvit
-from ..pretrained import IMAGENET_MEAN, IMAGENET_STD
+from ..preprocess import CROP_PCT, ConfigError, Preprocessing, checked_class_names, training_config
 from .errors import EXIT_USAGE, ExportError
 
 __all__ = [
@@ -28,7 +30,6 @@ __all__ = [
     "default_stem",
 ]
 
-CROP_PCT = 0.875  # the original evaluation's center crop, at 224 and at 384
 FEATURE_NAMES = ("stage0", "stage1", "stage2", "stage3")
 
 
@@ -60,18 +61,21 @@ class ExportSource:
     kv_pool: str
     checkpoint: dict | None  # path, sha256, layout, tensors loaded; None for random weights
     notes: list[str] = field(default_factory=list)
+    preprocessing: Preprocessing | None = None  # how an image becomes the input (classifiers)
+    class_names: list[str] | None = None  # one per output of the classifier, when known
 
     @property
     def image_size(self) -> tuple[int, int]:
         return self.input_shape[2], self.input_shape[3]
 
     def example_input(self, batch: int | None = None, seed: int = 0) -> torch.Tensor:
-        """ImageNet-normalised uniform random pixels: the value range the model sees in use."""
+        """Normalised uniform random pixels: the value range the model sees in use."""
         b = self.input_shape[0] if batch is None else batch
         gen = torch.Generator().manual_seed(seed)
         pixels = torch.rand(b, *self.input_shape[1:], generator=gen)
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        prep = self.preprocessing or Preprocessing(self.image_size)
+        mean = torch.tensor(prep.mean).view(1, 3, 1, 1)
+        std = torch.tensor(prep.std).view(1, 3, 1, 1)
         return (pixels - mean) / std
 
     @torch.no_grad()
@@ -110,39 +114,96 @@ def _head_classes(state: dict[str, torch.Tensor]) -> int | None:
 
 
 def load_source(
-    model: str,
+    model: str | None,
     checkpoint: str | os.PathLike | None,
     *,
     batch_size: int = 1,
-    image_size: Sequence[int] = (224,),
+    image_size: Sequence[int] | int | None = None,
     num_classes: int | None = None,
     features: bool = False,
     fold: bool = True,
     input_name: str = "input",
+    kv_pool: str | None = None,
+    preprocessing: dict | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> ExportSource:
     """Build `model`, load `checkpoint` (None: random weights, for latency only) and prepare the export.
 
-    The number of classes is read from the checkpoint's head unless `num_classes` is given; a
-    different `num_classes` is refused rather than exporting a randomly initialised classifier.
-    For `features` the head is irrelevant and is not loaded.
+    The checkpoint is read once and loaded through `nextvit.factory.model_from_state`, the loading
+    path of `create_model` (same `kv_pool` rule). The `config.json` that classification/main.py
+    writes beside a checkpoint supplies what the flags leave unset: the variant (`model=None`),
+    the input size, the eval preprocessing and the class names; `preprocessing` (keys of
+    `Preprocessing.override`) and `class_names` override it. The number of classes is read from
+    the checkpoint's head unless `num_classes` is given; a different `num_classes` is refused rather
+    than exporting a randomly initialised classifier. For `features` the head is not loaded.
     """
-    if model not in VARIANTS:
-        raise ExportError(
-            f"not a Next-ViT variant; choose one of {sorted(VARIANTS)}", EXIT_USAGE, param="model", value=model
-        )
-    hw = image_hw(image_size)
-    notes: list[str] = []
+    try:
+        config = training_config(checkpoint)
+    except ConfigError as err:
+        raise ExportError(str(err), EXIT_USAGE, param="checkpoint", value=str(checkpoint)) from None
     state, meta, info = None, {}, None
     if checkpoint is not None:
         state, meta = read_checkpoint(checkpoint)
         detect_layout(state, meta)  # a clear error for a file that is not Next-ViT at all
         info = dict(path=str(checkpoint), sha256=sha256_file(checkpoint))
-    kv_pool = meta["kv_pool"] if meta.get("kv_pool") in ("1d", "2d") else "1d"
+    if model is None:
+        model = meta.get("variant") or config.get("arch") or "nextvit_small"
+    if model not in VARIANTS:
+        raise ExportError(
+            f"not a Next-ViT variant; choose one of {sorted(VARIANTS)}", EXIT_USAGE, param="model", value=model
+        )
+    if image_size is None:
+        image_size = config.get("input_size") or 224
+    hw = image_hw(image_size)
+    notes: list[str] = []
+    classes = _classes_to_export(state, checkpoint, num_classes, features)
 
+    if checkpoint is None:
+        torch.manual_seed(0)  # reproducible random weights
+        net = build_nextvit(model, num_classes=classes, kv_pool=kv_pool or "1d")
+    else:
+        try:
+            net, report = model_from_state(
+                model, state, meta, where=str(checkpoint), num_classes=classes,
+                drop_head=True if features else None, **({"kv_pool": kv_pool} if kv_pool else {}),
+            )  # fmt: skip
+        except ValueError as err:
+            if "kv_pool" not in str(err):
+                raise
+            raise ExportError(str(err), EXIT_USAGE, param="kv_pool", value=kv_pool) from None
+        info.update(layout=report.layout, tensors_loaded=report.loaded)
+        if report.dropped_head:
+            info["head_not_loaded"] = report.dropped_head
+        if net.is_folded and not fold:
+            notes.append("the checkpoint is already folded: fold=False has no effect")
+    try:
+        prep = (Preprocessing.from_config(config) or Preprocessing(hw)).override(input_size=hw, **(preprocessing or {}))
+        where = "--class-names" if class_names is not None else f"{Path(str(checkpoint)).with_name('config.json')}"
+        names = None if features or classes == 0 else checked_class_names(
+            class_names if class_names is not None else config.get("class_names"), classes, where
+        )  # fmt: skip
+    except ConfigError as err:
+        raise ExportError(str(err), EXIT_USAGE, param="checkpoint", value=str(checkpoint)) from None
+    return source_from_model(
+        net,
+        batch_size=batch_size,
+        image_size=hw,
+        features=features,
+        fold=fold,
+        input_name=input_name,
+        checkpoint=info,
+        notes=notes,
+        preprocessing=prep,
+        class_names=names,
+    )
+
+
+def _classes_to_export(state: dict | None, checkpoint, num_classes: int | None, features: bool) -> int:
+    """The classifier's width: the checkpoint's, checked against an explicit `num_classes`."""
     ckpt_classes = _head_classes(state) if state is not None else None
     if features:
-        classes = 0
-    elif num_classes is not None:
+        return 0
+    if num_classes is not None:
         if ckpt_classes is not None and ckpt_classes != num_classes:
             raise ExportError(
                 f"does not match the checkpoint's classifier ({ckpt_classes} classes): exporting would give a"
@@ -158,8 +219,8 @@ def load_source(
                 param="num_classes",
                 value=num_classes,
             )
-        classes = num_classes
-    elif state is not None:
+        return num_classes
+    if state is not None:
         if ckpt_classes is None:
             raise ExportError(
                 "the checkpoint has no classifier head: export pooled features (0 classes) or the stage features",
@@ -167,34 +228,8 @@ def load_source(
                 param="checkpoint",
                 value=str(checkpoint),
             )
-        classes = ckpt_classes
-    else:
-        classes = 1000
-
-    if checkpoint is None:
-        torch.manual_seed(0)  # reproducible random weights
-    net = build_nextvit(model, num_classes=classes, kv_pool=kv_pool)
-    net.variant = model
-    ckpt_folded = state is not None and checkpoint_is_folded(state, meta)
-    if ckpt_folded:
-        fold_batchnorm(net, inplace=True)
-        if not fold:
-            notes.append("the checkpoint is already folded: fold=False has no effect")
-    if checkpoint is not None:
-        report = load_checkpoint(net, checkpoint, strict=True, drop_head=True if features else None)
-        info.update(layout=report.layout, tensors_loaded=report.loaded)
-        if report.dropped_head:
-            info["head_not_loaded"] = report.dropped_head
-    return source_from_model(
-        net,
-        batch_size=batch_size,
-        image_size=hw,
-        features=features,
-        fold=fold,
-        input_name=input_name,
-        checkpoint=info,
-        notes=notes,
-    )
+        return ckpt_classes
+    return 1000
 
 
 def source_from_model(
@@ -207,6 +242,8 @@ def source_from_model(
     input_name: str = "input",
     checkpoint: dict | None = None,
     notes: Sequence[str] = (),
+    preprocessing: Preprocessing | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> ExportSource:
     """Prepare an in-memory model for export. It is put in eval mode and otherwise left as it is:
     folding works on a copy. `checkpoint` describes its weights for the sidecar (None: random)."""
@@ -219,7 +256,7 @@ def source_from_model(
     else:
         output_names = ["logits" if model.num_classes > 0 else "pooled_features"]
     return ExportSource(
-        name=str(getattr(model, "variant", "") or "nextvit"),
+        name=model.variant or "nextvit",
         reference=model,
         deploy=deploy,
         input_shape=(batch_size, 3, *image_hw(image_size)),
@@ -231,6 +268,8 @@ def source_from_model(
         kv_pool=str(getattr(model, "kv_pool", "1d")),
         checkpoint=checkpoint,
         notes=list(notes),
+        preprocessing=None if features else (preprocessing or Preprocessing(image_hw(image_size))),
+        class_names=None if features or class_names is None else list(class_names),
     )
 
 

@@ -16,17 +16,18 @@ import statistics
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..files import atomic_write_bytes, replace_path, sha256_file, staging_folder
-from ..pretrained import IMAGENET_MEAN, IMAGENET_STD
+from ..preprocess import Preprocessing
 from .errors import EXIT_UNAVAILABLE, EXIT_USAGE, ExportError
 from .onnx import DEFAULT_OPSET
 from .record import provenance, source_record
-from .source import CROP_PCT, ExportSource
+from .source import ExportSource
 from .verify import compare
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "build_engine_python",
     "make_calibrator",
     "timings_summary",
+    "EngineOptions",
     "build_and_check_engine",
 ]
 
@@ -48,7 +50,6 @@ TOLERANCES: dict[str, tuple[float | None, float | None]] = {
     "fp16": (1e-2, 5e-2),
     "int8": (None, None),  # reported, not enforced
 }
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,12 +130,26 @@ def find_toolchain(builder: str, trtexec_path: str | None, prefer_trtexec: bool 
 # --------------------------------------------------------------------------------------------
 
 
-def load_calibration_batches(folder: Path, shape: tuple[int, ...], features: bool, max_images: int) -> list:
-    """Images of `folder` (recursively), preprocessed as for the model, in batches of shape[0]."""
+def load_calibration_batches(
+    folder: Path,
+    shape: tuple[int, ...],
+    features: bool,
+    max_images: int,
+    preprocessing: Preprocessing | None = None,
+    seed: int = 0,
+) -> list:
+    """Up to `max_images` images of `folder`, drawn across its class folders (`find_images`) and
+    preprocessed as for the model (`preprocessing`, else the default eval preprocessing at the
+    engine's size; for `features`, a plain resize to the input size), in batches of shape[0]."""
     from PIL import Image
 
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:max_images]
-    batch, (h, w) = shape[0], shape[2:]
+    from ..images import ImageFileError, find_images, open_rgb
+
+    batch, (h, w) = shape[0], tuple(shape[2:])
+    try:
+        files = find_images(folder, max_images, seed=seed, flag="calib_dir")
+    except ImageFileError as err:
+        raise ExportError(str(err), EXIT_USAGE, param="calib_dir", value=str(folder)) from None
     if len(files) < batch:
         raise ExportError(
             f"found {len(files)} images, need at least one batch of {batch}",
@@ -142,23 +157,14 @@ def load_calibration_batches(folder: Path, shape: tuple[int, ...], features: boo
             param="calib_dir",
             value=str(folder),
         )
-    mean = np.array(IMAGENET_MEAN, dtype=np.float32).reshape(3, 1, 1)
-    std = np.array(IMAGENET_STD, dtype=np.float32).reshape(3, 1, 1)
+    prep = preprocessing or Preprocessing((h, w))
     arrays = []
     for path in files[: len(files) // batch * batch]:
-        image = Image.open(path).convert("RGB")
-        if features:
-            image = image.resize((w, h), Image.BICUBIC)
-        else:
-            short = math.floor(min(h, w) / CROP_PCT)
-            ratio = short / min(image.size)
-            image = image.resize(
-                (max(w, round(image.width * ratio)), max(h, round(image.height * ratio))), Image.BICUBIC
-            )
-            left, top = (image.width - w) // 2, (image.height - h) // 2
-            image = image.crop((left, top, left + w, top + h))
-        pixels = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
-        arrays.append((pixels - mean) / std)
+        try:
+            image = open_rgb(path)
+        except ImageFileError as err:
+            raise ExportError(str(err), EXIT_USAGE, param="calib_dir", value=str(folder)) from None
+        arrays.append(prep.normalize(image.resize((w, h), Image.Resampling.BICUBIC)) if features else prep.array(image))
     return [np.stack(arrays[i : i + batch]) for i in range(0, len(arrays), batch)]
 
 
@@ -291,50 +297,72 @@ def timings_summary(times_ms: list[float], batch_size: int) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass
+class EngineOptions:
+    """What engine to build and how to check and time it (the flags of export_tensorrt_engine.py)."""
+
+    datatype: str  # fp32, fp16 or int8
+    shape: tuple[int, int, int, int]  # the engine's input (batch, 3, height, width)
+    opset: int = DEFAULT_OPSET  # of a fresh ONNX export
+    exporter: str = "torchscript"
+    calib_dir: str | Path | None = None  # int8 with the Python API: images to calibrate on
+    calib_max_images: int = 512
+    features: bool = False  # the four stage outputs, not the classifier
+    atol: float | None = None  # None: TOLERANCES[datatype]
+    rtol: float | None = None
+    profile: bool = False
+    warmup_ms: int = 200
+    iterations: int = 100
+    threads: int = 1  # trtexec streams
+    dump_profile: bool = False
+
+
 def build_and_check_engine(
     output: str | Path,
     *,
     tools: dict,
-    datatype: str,
-    shape: tuple[int, int, int, int],
+    options: EngineOptions,
     source: ExportSource | None = None,
     onnx_path: str | Path | None = None,
-    opset: int = DEFAULT_OPSET,
-    exporter: str = "torchscript",
-    calib_dir: str | Path | None = None,
-    calib_max_images: int = 512,
-    features: bool = False,
-    atol: float | None = None,
-    rtol: float | None = None,
-    profile: bool = False,
-    warmup_ms: int = 200,
-    iterations: int = 100,
-    threads: int = 1,
-    dump_profile: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Build a `datatype` engine at `output` with `tools` (`find_toolchain`), check it against
-    `source` (when given) and time it (`profile`); returns the sidecar record (not written).
+    """Build an engine at `output` with `tools` (`find_toolchain`), check it against `source` (when
+    given) and time it (`options.profile`); returns the sidecar record (not written).
 
     The ONNX model is `onnx_path`, or exported afresh from `source` next to the engine. A QDQ
     model (from `quantize`) builds an explicitly quantized int8 engine; other int8 engines are
-    calibrated on `calib_dir` (Python API) or, with trtexec, built uncalibrated for latency only.
-    Tolerances default to `TOLERANCES[datatype]`; `check.passed` is False above them.
+    calibrated on `options.calib_dir` (Python API) or, with trtexec, built uncalibrated for latency
+    only. Tolerances default to `TOLERANCES[datatype]`; `check.passed` is False above them.
     """
-    from .onnx import export_and_check_onnx, onnx_input, onnx_is_quantized
-    from .trtexec import (
-        check_with_trtexec,
-        latency_summary,
-        parse_trtexec_summary,
-        parse_trtexec_version,
-        run_trtexec,
-        shape_flags,
-        trtexec_build_command,
-        trtexec_profile_command,
+    output = Path(output)
+    onnx_path, onnx_info, input_name, flags = _engine_onnx(output, options, source, onnx_path, log)
+    calibration, build, runner = _build_engine(output, tools, options, source, onnx_path, onnx_info, flags, log)
+    check = _check_engine(output, tools, options, source, runner, input_name, flags, build, log)
+    timing = _time_engine(output, tools, options, runner, flags, build, log) if options.profile else None
+    return dict(
+        format="tensorrt engine",
+        output=output.name,
+        output_sha256=sha256_file(output),
+        **(
+            source_record(source)
+            if source is not None
+            else dict(input=dict(name=input_name, shape=list(options.shape)))
+        ),  # fmt: skip
+        onnx=onnx_info,
+        datatype=options.datatype,
+        int8_calibration=calibration,
+        builder=build,
+        check=check,
+        profile=timing,
+        **provenance(("tensorrt",)),
     )
 
-    output = Path(output)
-    trt, trtexec, builder = tools["tensorrt"], tools["trtexec"], tools["builder"]
+
+def _engine_onnx(output: Path, options: EngineOptions, source, onnx_path, log) -> tuple[Path, dict, str, list]:
+    """Step 1: the ONNX model to build from (given, or exported and checked), its input and shape flags."""
+    from .onnx import export_and_check_onnx, onnx_input
+    from .trtexec import shape_flags
+
     if onnx_path is not None:
         onnx_path = Path(onnx_path)
         onnx_info = dict(path=str(onnx_path), sha256=sha256_file(onnx_path), exported=False)
@@ -342,16 +370,25 @@ def build_and_check_engine(
         raise ExportError("needs an ONNX file or a model to export", EXIT_USAGE, param="onnx")
     else:
         onnx_path = output.with_suffix(".onnx")
-        record = export_and_check_onnx(source, onnx_path, opset=opset, exporter=exporter, log=log)
+        record = export_and_check_onnx(source, onnx_path, opset=options.opset, exporter=options.exporter, log=log)
         if not record["check"]["passed"]:
             raise ExportError(f"the ONNX export {onnx_path} does not match PyTorch: see {onnx_path}.json")
         onnx_info = dict(path=str(onnx_path), sha256=record["output_sha256"], exported=True, opset=record["opset"])
-    explicit_qdq = onnx_info["exported"] is False and onnx_is_quantized(onnx_path)
     input_name, dims = onnx_input(onnx_path)
-    if any(d is not None and d != s for d, s in zip(dims, shape)) or len(dims) != 4:
+    shape = options.shape
+    if len(dims) != 4 or any(d is not None and d != s for d, s in zip(dims, shape)):
         raise ExportError(f"{onnx_path} takes input {dims}, not {list(shape)}", EXIT_USAGE, param="image_size")
-    flags = shape_flags(input_name, dims, shape)
+    return onnx_path, onnx_info, input_name, shape_flags(input_name, dims, shape)
 
+
+def _build_engine(output, tools, options: EngineOptions, source, onnx_path, onnx_info, flags, log):
+    """Step 2: the engine, by the Python API (calibrated int8 where asked) or trtexec."""
+    from .onnx import onnx_is_quantized
+    from .trtexec import parse_trtexec_version, run_trtexec, trtexec_build_command
+
+    trt, trtexec, builder = tools["tensorrt"], tools["trtexec"], tools["builder"]
+    datatype, shape = options.datatype, options.shape
+    explicit_qdq = onnx_info["exported"] is False and onnx_is_quantized(onnx_path)
     calibration = None
     if datatype == "int8" and explicit_qdq:
         calibration = dict(status="explicit quantization: the QDQ scales of the ONNX model (deployment/quantize.py)")
@@ -361,14 +398,17 @@ def build_and_check_engine(
     start = time.perf_counter()
     if builder == "python":
         calibrator = None
-        if calib_dir is not None:
-            batches = load_calibration_batches(Path(calib_dir), shape, features, calib_max_images)
+        if options.calib_dir is not None:
+            batches = load_calibration_batches(
+                Path(options.calib_dir), shape, options.features, options.calib_max_images,
+                source.preprocessing if source is not None else None,
+            )  # fmt: skip
             cache = output.with_name(output.name + ".calib.cache")
             calibrator = make_calibrator(trt, batches, cache)
             calibration = dict(
                 status="calibrated (entropy calibrator 2)",
                 images=sum(len(b) for b in batches),
-                folder=str(calib_dir),
+                folder=str(options.calib_dir),
                 cache_written=cache.name,
             )
         build_engine_python(trt, onnx_path, output, datatype, shape, calibrator)
@@ -384,59 +424,59 @@ def build_and_check_engine(
         build = dict(tool="trtexec", command=command, tensorrt_version=parse_trtexec_version(text))
     build["seconds"] = round(time.perf_counter() - start, 1)
     log(f"wrote {output} in {build['seconds']} s")
-
-    x = (source.example_input() if source is not None else torch.randn(shape)).numpy()
     runner = EngineRunner(trt, output, shape) if builder == "python" else None
-    outputs = runner(x) if runner is not None else check_with_trtexec(trtexec, output, input_name, x, flags, log)
-    default_atol, default_rtol = TOLERANCES[datatype]
-    atol = default_atol if atol is None else atol
-    rtol = default_rtol if rtol is None else rtol
-    if source is not None:
-        missing = [n for n in source.output_names if n not in outputs]
-        if missing:
-            raise ExportError(f"the engine has outputs {sorted(outputs)}, expected {source.output_names}")
-        check = compare(
-            [outputs[n] for n in source.output_names], source.reference_outputs(torch.from_numpy(x)), atol, rtol
-        )
-        check.update(runtime=f"TensorRT ({build['tool']})", reference="the PyTorch model as loaded, float32, CPU")
-        if datatype == "int8" and atol is None and rtol is None:
-            check["note"] = "int8: difference reported, not enforced (give atol/rtol to enforce)"
-        log(f"check: max abs diff {check['max_abs_diff']:.3g}, max rel diff {check['max_rel_diff']:.3g}")
+    return calibration, build, runner
+
+
+def _check_engine(output, tools, options: EngineOptions, source, runner, input_name, flags, build, log) -> dict:
+    """Step 3: the engine's outputs on the reference input, against PyTorch's."""
+    from .trtexec import check_with_trtexec
+
+    x = (source.example_input() if source is not None else torch.randn(options.shape)).numpy()
+    if runner is not None:
+        outputs = runner(x)
     else:
-        check = dict(status="ran the engine; not compared (no checkpoint to compare with)", passed=None)
-
-    timing = None
-    if profile:
-        # timed by the TensorRT that built the engine: trtexec for its own, the Python runtime for the API's
-        if builder == "trtexec":
-            command = trtexec_profile_command(
-                trtexec, output, warmup_ms, iterations, threads, dump_profile, flags,
-                tensorrt_version=build["tensorrt_version"],
-            )  # fmt: skip
-            text = run_trtexec(command, output.with_name(output.name + ".profile.log"), "profiling", log)
-            parsed = parse_trtexec_summary(text)
-            timing = dict(tool="trtexec", command=command, summary=latency_summary(parsed, shape[0]), trtexec=parsed)
-        else:
-            timing = dict(
-                tool=f"tensorrt Python API {trt.__version__} (the engine's builder)",
-                summary=timings_summary(runner.time(warmup_ms, iterations), shape[0]),
-            )
-        s = timing["summary"]
-        log(
-            f"latency: mean {s['mean_ms']} ms, median {s['median_ms']} ms, p99 {s['p99_ms']} ms; "
-            f"throughput {s['throughput_images_per_s']} images/s"
-        )
-
-    return dict(
-        format="tensorrt engine",
-        output=output.name,
-        output_sha256=sha256_file(output),
-        **(source_record(source) if source is not None else dict(input=dict(name=input_name, shape=list(shape)))),
-        onnx=onnx_info,
-        datatype=datatype,
-        int8_calibration=calibration,
-        builder=build,
-        check=check,
-        profile=timing,
-        **provenance(("tensorrt",)),
+        outputs = check_with_trtexec(tools["trtexec"], output, input_name, x, flags, log)
+    default_atol, default_rtol = TOLERANCES[options.datatype]
+    atol = default_atol if options.atol is None else options.atol
+    rtol = default_rtol if options.rtol is None else options.rtol
+    if source is None:
+        return dict(status="ran the engine; not compared (no checkpoint to compare with)", passed=None)
+    missing = [n for n in source.output_names if n not in outputs]
+    if missing:
+        raise ExportError(f"the engine has outputs {sorted(outputs)}, expected {source.output_names}")
+    check = compare(
+        [outputs[n] for n in source.output_names], source.reference_outputs(torch.from_numpy(x)), atol, rtol
     )
+    check.update(runtime=f"TensorRT ({build['tool']})", reference="the PyTorch model as loaded, float32, CPU")
+    if options.datatype == "int8" and atol is None and rtol is None:
+        check["note"] = "int8: difference reported, not enforced (give atol/rtol to enforce)"
+    log(f"check: max abs diff {check['max_abs_diff']:.3g}, max rel diff {check['max_rel_diff']:.3g}")
+    return check
+
+
+def _time_engine(output, tools, options: EngineOptions, runner, flags, build, log) -> dict:
+    """Step 4: latency, by the TensorRT that built the engine (trtexec for its own, the Python
+    runtime for the API's: a trtexec of another version cannot load it)."""
+    from .trtexec import latency_summary, parse_trtexec_summary, run_trtexec, trtexec_profile_command
+
+    if tools["builder"] == "trtexec":
+        command = trtexec_profile_command(
+            tools["trtexec"], output, options.warmup_ms, options.iterations, options.threads, options.dump_profile,
+            flags, tensorrt_version=build["tensorrt_version"],
+        )  # fmt: skip
+        text = run_trtexec(command, output.with_name(output.name + ".profile.log"), "profiling", log)
+        parsed = parse_trtexec_summary(text)
+        timing = dict(tool="trtexec", command=command, summary=latency_summary(parsed, options.shape[0]),
+                      trtexec=parsed)  # fmt: skip
+    else:
+        timing = dict(
+            tool=f"tensorrt Python API {tools['tensorrt'].__version__} (the engine's builder)",
+            summary=timings_summary(runner.time(options.warmup_ms, options.iterations), options.shape[0]),
+        )
+    s = timing["summary"]
+    log(
+        f"latency: mean {s['mean_ms']} ms, median {s['median_ms']} ms, p99 {s['p99_ms']} ms; "
+        f"throughput {s['throughput_images_per_s']} images/s"
+    )
+    return timing

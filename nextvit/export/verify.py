@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 
 from .errors import ExportError
 
-__all__ = ["compare", "compare_cosine", "cosine_per_sample"]
+__all__ = ["compare", "compare_cosine", "cosine_per_sample", "wilson_interval", "paired_difference_interval"]
 
 
 def compare(outputs: Sequence, references: Sequence[torch.Tensor], atol: float | None, rtol: float | None) -> dict:
@@ -67,4 +68,39 @@ def compare_cosine(outputs: Sequence, references: Sequence[torch.Tensor], min_co
         cosine_min=round(float(cos.min()), 6),
         min_cosine=min_cosine,
         passed=bool(min_cosine is None or cos.min() >= min_cosine),
+    )
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion, in percent (sound near 0% and 100%, unlike p +- z*se)."""
+    if trials <= 0:
+        return (0.0, 100.0)
+    p = successes / trials
+    denominator = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denominator
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
+    return (max(0.0, centre - half) * 100, min(1.0, centre + half) * 100)
+
+
+def paired_difference_interval(correct_a: Sequence[bool], correct_b: Sequence[bool], z: float = 1.96) -> dict:
+    """Top-1 of A minus top-1 of B on the same images, in points, with a 95% interval.
+
+    The images are shared, so the difference is the mean of per-image differences (+1, 0, -1) and
+    its standard error comes from their spread: much narrower than two independent accuracies',
+    since most images are right (or wrong) for both. With n images one image is 100/n points."""
+    import numpy as np
+
+    a = np.asarray(correct_a, dtype=np.float64)
+    b = np.asarray(correct_b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"need two equal, non-empty lists of outcomes, got {a.shape} and {b.shape}")
+    d = a - b
+    se = float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else float("inf")
+    mean = float(d.mean())
+    return dict(
+        difference=round(mean * 100, 3),
+        interval95=[round((mean - z * se) * 100, 3), round((mean + z * se) * 100, 3)],
+        standard_error=round(se * 100, 3),
+        images=int(d.size),
+        one_image_points=round(100 / d.size, 3),
     )
