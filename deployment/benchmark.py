@@ -69,6 +69,7 @@ from nextvit.benchmark.runners import (
     flops_or_zero,
     make_timed,
     onnx_artifacts,
+    output_cosine,
     tensorrt_unavailable,
 )
 from nextvit.benchmark.workers import WorkerTimed, start_worker
@@ -173,7 +174,7 @@ def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.input_sizes:
             for batch in args.batch_sizes:
-                x = torch.randn(batch, 3, size, size)
+                x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(size * 1000 + batch))
                 for dtype in gemm:  # the best rate seen so far: a shared machine drifts
                     gemm[dtype] = max(gemm[dtype], gemm_gflops(device=args.device, dtype=DTYPES[dtype]))
                 runs = max(5, args.runs // max(1, batch // 2) // (2 if size > 300 else 1))
@@ -199,6 +200,7 @@ def run(args: argparse.Namespace) -> dict:
                         else:
                             t = make_timed(spec, models[spec], mode, dtype, x, Path(tmp), args.device)
                             t.warm(1 + args.warmup + (2 if mode == "compile" else 0))
+                            t.cosine = output_cosine(t, models[spec], x)
                         timed.append(((spec, mode, dtype), t))
                     except Exception as err:  # noqa: BLE001 - reported in the result, then go on
                         why = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
@@ -233,6 +235,8 @@ def run(args: argparse.Namespace) -> dict:
                     rows.append(row)
                     to_floor = f"{row['median_ms'] / row['floor_ms']:.2f}" if row["floor_ms"] else "n/a"
                     to_base = f"   x{row['ratio_to_baseline']:.3f} baseline" if "ratio_to_baseline" in row else ""
+                    if row["output_cosine"] is not None:
+                        to_base += f"   cosine {row['output_cosine']:.5f}"
                     print(f"  {mode:<16} {dtype:<9} {spec:<26} {row['median_ms']:9.1f} "
                           f"[{row['p25_ms']:.1f}-{row['p75_ms']:.1f}]   ratio {row['ratio_to_first']:.3f}"
                           f"   /floor {to_floor}{to_base}", flush=True)  # fmt: skip

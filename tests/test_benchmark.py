@@ -193,6 +193,25 @@ def test_low_precision_runtimes_in_worker_processes_with_a_baseline(import_scrip
     table.write_text(benchmark.markdown_table(result))
     text = table.read_text()
     assert "| nextvit_tiny |" in text and "onnxruntime_int8 float32" in text and "(1.00)" in text
+    # every row carries its output check against the eager fp32 model of the same weights
+    assert rows["timm:resnet18", "eager", "float32"]["output_cosine"] == pytest.approx(1.0, abs=1e-6)
+    assert rows["nextvit_tiny", "folded", "float32"]["output_cosine"] > 0.9999
+    assert all(0.9 < r["output_cosine"] <= 1.0 + 1e-6 for r in rows.values())
+    assert "Fastest accurate entry on this CPU" in text and "64x64, batch 1: " in text
+
+
+def test_fastest_accurate_entry_skips_entries_that_fail_their_check():
+    from nextvit.benchmark.report import fastest_accurate, markdown_table
+
+    def row(mode, ms, cosine):
+        return dict(model="m", mode=mode, dtype="float32", input_size=224, batch=1, median_ms=ms, output_cosine=cosine)
+
+    rows = [row("eager", 100.0, 1.0), row("broken", 5.0, 0.2), row("int8", 20.0, 0.9995), row("old", 1.0, None)]
+    (pick,) = fastest_accurate(dict(rows=rows))
+    assert pick["best"]["mode"] == "int8" and pick["fastest"]["mode"] == "old"
+    machine = dict(cpu="cpu", cpu_isa=[], torch_threads=2, date="2026-12-01", versions=dict(torch="2.13.0"))
+    text = markdown_table(dict(rows=rows, machine=machine))
+    assert "224x224, batch 1: m int8 float32, 20.0 ms (cosine 0.99950)" in text and "has no output check" in text
 
 
 def test_entries_and_baseline_are_checked(import_script):

@@ -60,6 +60,7 @@ class Timed:
     def __init__(self, name: str, fn: Callable, x, sync: Callable[[], None] | None = None) -> None:
         self.name, self.fn, self.x, self.sync = name, fn, x, sync
         self.times: list[float] = []
+        self.cosine: float | None = None  # the output check (`output_cosine`), once made
 
     def warm(self, n: int) -> None:
         for _ in range(n):
@@ -83,6 +84,7 @@ class Timed:
             p75_ms=round(q[2], 3),
             min_ms=round(ms[0], 3),
             runs=len(ms),
+            output_cosine=None if self.cosine is None else round(self.cosine, 6),
         )
 
 
@@ -259,6 +261,38 @@ def make_timed(spec: str, model, mode: str, dtype: str, x: torch.Tensor, workdir
     kwargs = dict(channels_last=mode == "folded_cl", compile_model=mode == "compile")
     fn, inp = _torch_fn(net, x.to(device=device, dtype=DTYPES[dtype]), **kwargs)
     return Timed(spec, fn, inp, sync=sync)
+
+
+def _as_array(output):
+    """A runtime's first output as a float64 numpy array; None where it stays on the device (TensorRT)."""
+    import numpy as np
+
+    if output is None:
+        return None
+    if isinstance(output, torch.Tensor):
+        return output.detach().float().cpu().numpy().astype(np.float64)
+    if isinstance(output, (list, tuple)):  # ONNX Runtime's OrtValues
+        first = output[0]
+        return np.asarray(first.numpy() if hasattr(first, "numpy") else first, dtype=np.float64)
+    if hasattr(output, "values"):  # OpenVINO's result, by output port
+        return np.asarray(next(iter(output.values())), dtype=np.float64)
+    return None
+
+
+def output_cosine(timed: Timed, model: torch.nn.Module, x: torch.Tensor) -> float | None:
+    """The output check of a timed entry: the smallest per-sample cosine between what it computes on
+    its input and the eager float32 `model` (the same weights) on the same input `x`. None where
+    the output cannot be read back."""
+    import numpy as np
+
+    got = _as_array(timed.fn(timed.x))
+    if got is None:
+        return None
+    with torch.inference_mode():
+        ref = model.eval()(x.float().cpu()).double().numpy()
+    got, ref = got.reshape(len(ref), -1), ref.reshape(len(ref), -1)
+    cos = (got * ref).sum(1) / np.maximum(np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1), 1e-30)
+    return float(cos.min())
 
 
 def flops_or_zero(model: torch.nn.Module, size: int) -> float:

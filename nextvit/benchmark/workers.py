@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .runners import Timed, base_name, build_model, make_timed
+from .runners import Timed, base_name, build_model, make_timed, output_cosine
 
 __all__ = ["WorkerTimed", "start_worker"]
 
@@ -24,7 +24,7 @@ def _worker(conn, spec: str, mode: str, dtype: str, size: int, batch: int, workd
         x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(size * 1000 + batch))
         timed = make_timed(spec, model, mode, dtype, x, Path(workdir), device)
         timed.warm(1 + warmup + (2 if mode == "compile" else 0))
-        conn.send(("ready", None))
+        conn.send(("ready", output_cosine(timed, model, x)))
     except Exception as err:  # noqa: BLE001 - reported by the parent
         conn.send(("error", f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"))
         return
@@ -41,9 +41,10 @@ def _worker(conn, spec: str, mode: str, dtype: str, size: int, batch: int, workd
 class WorkerTimed:
     """A `Timed` whose model lives in a worker process: `time_once` asks it for one timed call."""
 
-    def __init__(self, name: str, process, conn) -> None:
+    def __init__(self, name: str, process, conn, cosine: float | None = None) -> None:
         self.name, self.process, self.conn = name, process, conn
         self.times: list[float] = []
+        self.cosine = cosine
 
     def time_once(self) -> None:
         self.conn.send(("time", 1))
@@ -69,8 +70,8 @@ def start_worker(spec: str, mode: str, dtype: str, size: int, batch: int, workdi
     process = context.Process(target=_worker, args=(child, spec, mode, dtype, size, batch, str(workdir), device,
                                                     threads, warmup), daemon=True)  # fmt: skip
     process.start()
-    status, why = parent.recv()
+    status, payload = parent.recv()
     if status != "ready":
         process.join(timeout=30)
-        raise RuntimeError(why)
-    return WorkerTimed(spec, process, parent)
+        raise RuntimeError(payload)
+    return WorkerTimed(spec, process, parent, cosine=payload)
