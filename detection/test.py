@@ -1,4 +1,4 @@
-"""Evaluate a detector checkpoint with mmengine's Runner (launched by dist_test.sh)."""
+"""Evaluate a detector checkpoint with mmengine's Runner (launched by dist_test.sh or slurm_test.sh)."""
 
 from __future__ import annotations
 

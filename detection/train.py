@@ -1,4 +1,4 @@
-"""Train a detector from a config with mmengine's Runner (launched by dist_train.sh)."""
+"""Train a detector from a config with mmengine's Runner (launched by dist_train.sh or slurm_train.sh)."""
 
 from __future__ import annotations
 

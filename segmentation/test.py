@@ -1,4 +1,4 @@
-"""Evaluate a segmentor checkpoint with mmengine's Runner (launched by dist_test.sh).
+"""Evaluate a segmentor checkpoint with mmengine's Runner (launched by dist_test.sh or slurm_test.sh).
 
 python test.py CONFIG CHECKPOINT --eval mIoU              # single scale, whole image
 python test.py CONFIG CHECKPOINT --eval mIoU --aug-test   # multi-scale (0.5-1.75) + flip

@@ -4,10 +4,11 @@ Both tasks run mmengine's Runner on an OpenMMLab 3.x config and differ only in t
 test.py names, so the rest lives here once:
 
 * `train_arg_parser` / `test_arg_parser`: the flags of the original tools (`--work-dir`,
-  `--resume`, `--cfg-options` (also `--options`), `--launcher`, `--local_rank`);
+  `--resume`, `--cfg-options` (also `--options`), `--launcher`, `--local_rank`); `--launcher slurm`
+  takes the ranks from srun's variables (slurm_train.sh, slurm_test.sh);
 * `load_config`: the config with overrides merged, the launcher and work dir set;
 * `adapt_to_machine`: the same config runs on a machine without CUDA (gloo, DDP without device
-  ids, fp32 instead of fp16 AMP, BatchNorm instead of SyncBatchNorm);
+  ids, fp32 instead of fp16 AMP, BatchNorm instead of SyncBatchNorm) and under either launcher;
 * `train` / `test`: the whole of train.py, and test.py around each task's own metric flags.
 """
 
@@ -21,10 +22,12 @@ from collections.abc import Callable
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
 
+from ..launch import export_rendezvous, slurm_launch
 from .convert import allow_mmengine_checkpoints, convert_mm_checkpoint
 
 __all__ = [
     "adapt_to_machine",
+    "join_slurm_job",
     "load_config",
     "sync_bn_to_bn",
     "test",
@@ -38,7 +41,12 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cfg-options", "--options", nargs="+", action=DictAction, help="override config settings, key=value"
     )
-    parser.add_argument("--launcher", choices=["none", "pytorch"], default="none")
+    parser.add_argument(
+        "--launcher",
+        choices=["none", "pytorch", "slurm"],
+        default="none",
+        help="none: one process; pytorch: started by torchrun (dist_*.sh); slurm: started by srun (slurm_*.sh)",
+    )
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0, help="accepted for compatibility")
 
 
@@ -98,23 +106,47 @@ def sync_bn_to_bn(node: object) -> int:
     return replaced
 
 
+def join_slurm_job() -> None:
+    """Under `--launcher slurm`: write the rendezvous of srun's tasks as torchrun's variables.
+
+    mmengine's slurm launcher asks `scontrol` for the first host (absent in many containers) and
+    uses port 29500 for every job; with `MASTER_ADDR` and `MASTER_PORT` set it uses those, here
+    the first host of the node list and a port derived from the job id (`nextvit.launch`).
+    """
+    try:
+        launch = slurm_launch()
+    except ValueError as err:
+        raise SystemExit(f"--launcher slurm: {err}") from None
+    if launch is None:
+        raise SystemExit(
+            "--launcher slurm: SLURM_PROCID, SLURM_NTASKS and SLURM_LOCALID are not all set; start the "
+            "processes with srun (slurm_train.sh, slurm_test.sh), or use --launcher pytorch under torchrun"
+        )
+    export_rendezvous(launch)
+    if launch.rank == 0:
+        print(launch.describe(), flush=True)
+
+
 def adapt_to_machine(cfg: Config) -> None:
     """Make a GPU config run where it is launched.
 
     SyncBatchNorm only synchronises CUDA tensors across processes, so it becomes BatchNorm unless
     the run is distributed on GPUs. Without CUDA: gloo instead of NCCL, DDP without device ids,
-    and fp32 instead of fp16 (AMP needs CUDA).
+    and fp32 instead of fp16 (AMP needs CUDA). Under `--launcher slurm`, see `join_slurm_job`.
     """
+    if cfg.launcher == "slurm":
+        join_slurm_job()
     cuda = torch.cuda.is_available()
     if not (cuda and cfg.launcher != "none") and sync_bn_to_bn(cfg.model):
         print("SyncBN -> BN: this run is not distributed over GPUs")
     if cuda:
         return
     cfg.setdefault("env_cfg", ConfigDict()).setdefault("dist_cfg", ConfigDict())["backend"] = "gloo"
-    if cfg.launcher == "pytorch" and not torch.distributed.is_initialized():
+    if cfg.launcher != "none" and not torch.distributed.is_initialized():
         # mmengine's own init_dist selects a CUDA device first; join the gloo group here instead
+        # (from torchrun's variables, which join_slurm_job has written under srun)
         torch.distributed.init_process_group(backend="gloo")
-    if cfg.launcher == "pytorch":  # DDP over CPU modules takes no device ids
+    if cfg.launcher != "none":  # DDP over CPU modules takes no device ids
         wrapper = dict(cfg.get("model_wrapper_cfg") or {})
         wrapper.update(type=wrapper.get("type", "MMDistributedDataParallel"), device_ids=None, broadcast_buffers=False)
         cfg.model_wrapper_cfg = wrapper
