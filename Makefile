@@ -2,7 +2,7 @@
 # Both create .venv and install the tested set first (scripts/setup_env.sh, idempotent).
 PY := .venv/bin/python
 
-.PHONY: venv demo test test-core lint bench bench-zoo detection segmentation clean
+.PHONY: venv demo test test-core test-fast lint bench bench-zoo bench-lowp detection segmentation clean
 
 venv:
 	bash scripts/setup_env.sh
@@ -18,6 +18,10 @@ test: venv
 # -m mm, -m export, -m data.
 test-core:
 	$(PY) -m pytest -m core
+
+# Every tier without the tests marked slow (those that launch training or evaluation processes).
+test-fast: venv
+	$(PY) -m pytest -m "not slow"
 
 lint: venv
 	$(PY) -m ruff check .

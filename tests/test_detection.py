@@ -112,6 +112,7 @@ def test_config_loads_and_builds(path):
     assert type(model).__name__ == "MaskRCNN" and model.backbone.out_channels == [96, 256, 512, 1024]
 
 
+@pytest.mark.slow
 def test_train_then_test_one_process(tiny_config, tmp_path):
     work = tmp_path / "work"
     trained = run("dist_train.sh", tiny_config, 1, "--work-dir", work)
@@ -125,6 +126,7 @@ def test_train_then_test_one_process(tiny_config, tmp_path):
     assert "coco/bbox_mAP" in tested.stdout and "coco/segm_mAP" in tested.stdout
 
 
+@pytest.mark.slow
 def test_train_two_gloo_processes(tiny_config, tmp_path):
     work = tmp_path / "work2"
     trained = run("dist_train.sh", tiny_config, 2, "--work-dir", work, "--cfg-options", "train_cfg.val_interval=2")
@@ -145,6 +147,7 @@ def test_get_flops_explains_the_original_figures(import_script):
     assert abs(without["flops"] / 1e9 - 290) < 1.0
 
 
+@pytest.mark.slow
 def test_original_release_detector_checkpoints_are_renamed_by_name(tiny_config, tmp_path):
     """mm checkpoints of the original keep the backbone as `backbone.features.N.*`."""
     import torch

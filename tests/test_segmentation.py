@@ -198,6 +198,7 @@ def test_multi_scale_flip_test_follows_the_original_protocol():
     assert cfg.tta_model.type == "SegTTAModel"
 
 
+@pytest.mark.slow
 def test_fpn_train_then_test_single_and_multi_scale(ade, tmp_path):
     config = tiny_config(ade, tmp_path, "fpn_512_nextvit_small_80k.py", TINY_FPN)
     work = tmp_path / "work"
@@ -216,6 +217,7 @@ def test_fpn_train_then_test_single_and_multi_scale(ade, tmp_path):
     assert "module=dict(" in multi.stdout and "module=dict(" not in single.stdout
 
 
+@pytest.mark.slow
 def test_upernet_train_two_gloo_processes_and_resume(ade, tmp_path):
     config = tiny_config(ade, tmp_path, "upernet_512_nextvit_small_160k.py", TINY_UPERNET)
     work = tmp_path / "work"
@@ -247,6 +249,7 @@ def test_get_flops_explains_the_original_figures(import_script):
         assert round(r["backbone_flops"] / 1e9, 1) == 135.2
 
 
+@pytest.mark.slow
 def test_original_release_segmentor_checkpoints_are_renamed_by_name(ade, tmp_path):
     """Original checkpoints: `backbone.features.N.*`, the classifier `norm`, and `extra_norm_list.i`."""
     from mmengine.runner import load_checkpoint
