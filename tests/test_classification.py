@@ -211,7 +211,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(shapes, tmp_path):
         while not (out / "log.txt").is_file() and time.time() < deadline:
             time.sleep(0.2)
         assert (out / "log.txt").is_file(), "no epoch finished in time"
-    finally:  # kill the launcher and its worker (torchrun starts workers in their own session)
+    finally:  # kill the run (train.sh 1 runs main.py itself; pkill also finds a worker in a session of its own)
         os.killpg(proc.pid, signal.SIGKILL)
         subprocess.run(["pkill", "-9", "-f", f"output-dir {out}"], check=False)
         proc.wait()
