@@ -66,7 +66,7 @@ def _error(message: str, code: int = EXIT_USAGE) -> int:
 
 def _progress(total: int, enabled: bool):
     """A progress bar on stderr (tqdm, which huggingface_hub brings), or nothing."""
-    if not enabled:
+    if not enabled or not sys.stderr.isatty():
         return None, lambda n: None
     try:
         from tqdm import tqdm

@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
         "or conv-matmul (only the weight layers)",
     )
     parser.add_argument(
+        "--quantize-head", action="store_true", help="quantize the classifier too (default: it stays fp32)"
+    )
+    parser.add_argument(
         "--max-drop",
         type=float,
         default=0.5,
@@ -142,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             target=args.target,
             reduce_range=reduce_range,
             ops=args.ops,
+            quantize_head=args.quantize_head,
             eval_samples=samples,
             max_drop=args.max_drop,
             latency_runs=args.latency_runs,

@@ -25,7 +25,15 @@ if TYPE_CHECKING:
 
 from .pretrained import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["CROP_PCT", "INTERPOLATIONS", "Preprocessing", "ConfigError", "training_config", "checked_class_names"]
+__all__ = [
+    "CROP_PCT",
+    "INTERPOLATIONS",
+    "Preprocessing",
+    "ConfigError",
+    "training_config",
+    "checked_class_names",
+    "read_json_object",
+]
 
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos", "box", "hamming")
 
@@ -178,6 +186,17 @@ class Preprocessing:
         return replace(self, **changes) if changes else self
 
 
+def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON file holding an object (a config.json, an export's sidecar); `ConfigError` naming it otherwise."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, UnicodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: not a readable JSON file ({err})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: expected a JSON object, found {type(value).__name__}")
+    return value
+
+
 def training_config(checkpoint: str | os.PathLike | None) -> dict[str, Any]:
     """The `config.json` beside a checkpoint written by classification/main.py (arch, input size,
     crop, mean/std, class names); {} when there is none. A config.json that cannot be read as a
@@ -187,12 +206,7 @@ def training_config(checkpoint: str | os.PathLike | None) -> dict[str, Any]:
     path = Path(checkpoint).with_name("config.json")
     if not path.is_file():
         return {}
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, UnicodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: not a readable JSON file ({err})") from None
-    if not isinstance(config, dict):
-        raise ConfigError(f"{path}: expected a JSON object, found {type(config).__name__}")
+    config = read_json_object(path)
     names = config.get("class_names")
     if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
         raise ConfigError(f"{path}: class_names must be a list of strings")

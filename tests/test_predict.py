@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -183,6 +184,11 @@ def test_int8_recipes_and_their_graph_statistics(run_folder, shapes, tmp_path):
         graph = record["int8_graph"]
         assert graph["int8_nodes"] > 0 and graph["nodes"] == sum(graph["op_types"].values()), ops
         assert record["quantization"]["quantized_ops"] == ops
+        (head,) = record["quantization"]["fp32_nodes_kept"]  # the classifier stays fp32 by default
+        model = onnx.load(str(tmp_path / f"{ops}.onnx"))
+        node = next(n for n in model.graph.node if n.name == head)
+        producers = {o: n.op_type for n in model.graph.node for o in n.output}
+        assert node.op_type == "Gemm" and producers.get(node.input[1]) != "DequantizeLinear"
     # quantizing every op type keeps more of the graph in int8 and converts less often
     assert records["all"]["int8_graph"]["int8_nodes"] > records["conv-matmul"]["int8_graph"]["int8_nodes"]
     assert records["all"]["int8_graph"]["fp32_nodes"] < records["conv-matmul"]["int8_graph"]["fp32_nodes"]

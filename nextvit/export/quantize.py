@@ -122,11 +122,15 @@ def quantize_qdq(
     input_name: str = "input",
     calibration_batch: int = 8,
     ops: str = "all",
+    quantize_head: bool = False,
 ) -> dict:
     """Write a static int8 QDQ model of `fp32_onnx` to `output`; return the settings used.
 
     `ops` picks the op types to quantize (`QUANTIZED_OPS`): "all" (default, the fast one) or
-    "conv-matmul" (only the weight layers, this project's recipe before).
+    "conv-matmul" (only the weight layers, this project's recipe before). The classifier (the
+    Gemm or MatMul that writes the model's output) stays fp32 unless `quantize_head`: it is a
+    sliver of the compute, and on the demo's model keeping it fp32 took 0.25 points off the top-1
+    drop, with either calibration method.
 
     `target="cpu"`: uint8 activations (asymmetric), int8 weights, `reduce_range` from the CPU's
     flags when None (see the module doc). `target="tensorrt"`: int8 activations and weights, both
@@ -144,6 +148,10 @@ def quantize_qdq(
         raise QuantizeError(f"ops must be one of {tuple(QUANTIZED_OPS)}, got {ops!r}")
     if not calibration_images:
         raise QuantizeError("no calibration images")
+    # equal batches: ONNX Runtime's histogram calibrators (entropy, percentile) stack the batches'
+    # activations and fail on a shorter last one, so the remainder is left out
+    calibration_batch = max(1, min(calibration_batch, len(calibration_images)))
+    calibration_images = list(calibration_images)[: len(calibration_images) // calibration_batch * calibration_batch]
     calibrate = {
         "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy,
@@ -162,6 +170,7 @@ def quantize_qdq(
     with staging_folder(output) as tmp:  # written complete beside `output`, then moved onto it
         prepared, quantized = tmp / "prepared.onnx", tmp / output.name
         quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=False)
+        head = [] if quantize_head else _classifier_nodes(prepared)
         quantize_static(
             str(prepared),
             str(quantized),
@@ -173,6 +182,7 @@ def quantize_qdq(
             weight_type=QuantType.QInt8,
             calibrate_method=calibrate,
             op_types_to_quantize=list(QUANTIZED_OPS[ops]) if QUANTIZED_OPS[ops] else None,
+            nodes_to_exclude=head,
             extra_options=extra,
         )
         replace_path(quantized, output)
@@ -187,8 +197,18 @@ def quantize_qdq(
         reduce_range=bool(reduce_range),
         cpu_vnni=cpu_has_vnni(),
         quantized_ops=ops,
+        fp32_nodes_kept=head,
         quantized_op_types=list(QUANTIZED_OPS[ops] or _registry_op_types()),
     )
+
+
+def _classifier_nodes(onnx_path: Path) -> list[str]:
+    """The Gemm/MatMul nodes that write a graph output directly (the classifier; none for features)."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    outputs = {o.name for o in graph.output}
+    return [n.name for n in graph.node if n.op_type in ("Gemm", "MatMul") and set(n.output) & outputs]
 
 
 def _registry_op_types() -> list[str]:
@@ -212,6 +232,7 @@ def int8_graph_stats(int8_onnx: str | os.PathLike, threads: int | None = None) -
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.optimized_model_filepath = str(tmp / "optimized.onnx")
+        options.log_severity_level = 3  # its note that the saved graph is specific to this CPU: it is read here only
         if threads:
             options.intra_op_num_threads = threads
         ort.InferenceSession(str(int8_onnx), options, providers=["CPUExecutionProvider"])
@@ -313,6 +334,7 @@ def quantize_and_check(
     target: str = "cpu",
     reduce_range: bool | None = None,
     ops: str = "all",
+    quantize_head: bool = False,
     eval_samples: Sequence[tuple[Path, int]] | None = None,
     max_drop: float = 0.5,
     latency_runs: int = 30,
@@ -345,7 +367,7 @@ def quantize_and_check(
                 f"the fp32 export differs from PyTorch ({fp32_record['check']['max_abs_diff']:.3g}); "
                 "nothing was written"
             )
-        log(f"calibrating on {len(calibration_images)} images ({method}, target {target})")
+        log(f"calibrating on up to {len(calibration_images)} images ({method}, target {target})")
         int8 = tmp / "int8.onnx"
         settings = quantize_qdq(
             fp32,
@@ -358,6 +380,7 @@ def quantize_and_check(
             reduce_range=reduce_range,
             input_name=source.input_name,
             ops=ops,
+            quantize_head=quantize_head,
         )
         record: dict = dict(
             format="onnx-qdq-int8",

@@ -9,7 +9,6 @@ flags to pass.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -19,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..preprocess import ConfigError, Preprocessing, checked_class_names
+from ..preprocess import ConfigError, Preprocessing, checked_class_names, read_json_object
 
 __all__ = ["PredictError", "Predictor", "ARTIFACT_KINDS", "artifact_kind", "load_predictor"]
 
@@ -82,12 +81,9 @@ def _read_sidecar(artifact: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        record = json.loads(path.read_text())
-    except (OSError, UnicodeError, json.JSONDecodeError) as err:
-        raise PredictError(f"{path}: not a readable JSON sidecar ({err})") from None
-    if not isinstance(record, dict):
-        raise PredictError(f"{path}: expected a JSON object")
-    return record
+        return read_json_object(path)
+    except ConfigError as err:
+        raise PredictError(f"the sidecar {err}") from None
 
 
 def _settings(
