@@ -108,7 +108,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--isolation", choices=["process", "none"], default="process",
                         help="a worker process per model, mode and dtype (no competing thread pools), "
                         "or none")  # fmt: skip
-    parser.add_argument("--pause-ms", type=float, default=20.0, help="process isolation: rest between turns")
+    parser.add_argument(
+        "--pause-ms",
+        type=float,
+        default=250.0,
+        help="process isolation: rest between turns, so that the last runtime's threads stop spinning (ONNX "
+        "Runtime's spin on after a call; with 20 ms its int8 read 55 ms instead of 26 on a 2-core Xeon)",
+    )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls per model before timing")
     parser.add_argument("--runs", type=int, default=30, help="timed calls per model at batch 1 (fewer for larger)")

@@ -354,6 +354,19 @@ def test_tensorrt_flags_have_real_types(import_script):
         parser.parse_args(base + ["--profile", "maybe"])
     args = parser.parse_args(base + ["--image-size", "800", "1344", "--threads", "2", "--warmUp", "10"])
     assert args.image_size == [800, 1344] and args.threads == 2 and args.warmUp == 10
+    # quantize.py's spelling, and the old one kept as an alias
+    assert parser.parse_args(base + ["--calib-images", "64"]).calib_images == 64
+    assert parser.parse_args(base + ["--calib-max-images", "32"]).calib_images == 32
+
+
+def test_tensorrt_opset_follows_the_exporter(import_script, tiny_checkpoint, tmp_path, monkeypatch):
+    """--exporter dynamo alone must work: its lowest opset (18) is the default then, not 17."""
+    trt_script, trtexec = _stand_in_trtexec(import_script, tmp_path, monkeypatch)
+    argv = ["--model", "nextvit_tiny", "--checkpoint", str(tiny_checkpoint), "--image-size", "64",
+            "--datatype", "fp16", "--trtexec-path", str(trtexec), "--exporter", "dynamo"]  # fmt: skip
+    assert trt_script.main(argv) == 0
+    record = json.loads((tmp_path / "nextvit_tiny_64x64_fp16.trt.json").read_text())
+    assert record["onnx"]["opset"] == 18 and record["check"]["passed"]
 
 
 def test_tensorrt_script_without_tensorrt_says_so(tmp_path):

@@ -6,6 +6,9 @@ has its own tests in test_quantize.py)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,6 +61,15 @@ def test_openvino_export_checks_against_pytorch(import_script, tiny_checkpoint, 
     else:
         assert record["check"]["cosine_min"] >= (0.95 if precision == "int8" else 0.99)
     assert record["check"]["effective_precision"] in ("f32", "bf16")
+
+
+def test_openvino_says_when_it_exports_random_weights(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "deployment" / "export_openvino.py"
+    result = subprocess.run([sys.executable, str(script), "--model", "nextvit_tiny", "--image-size", "64",
+                             "--num-classes", "10", "--random-weights", "--latency-runs", "0"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "note: exporting random weights (--random-weights): for latency measurements only" in result.stderr
 
 
 def test_openvino_int8_needs_a_qdq_file(import_script, tiny_checkpoint, tmp_path):
