@@ -16,6 +16,8 @@ explicitly when the model is quantized on one machine for another.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
 import tempfile
@@ -171,20 +173,21 @@ def quantize_qdq(
         prepared, quantized = tmp / "prepared.onnx", tmp / output.name
         quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=False)
         head = [] if quantize_head else _classifier_nodes(prepared)
-        quantize_static(
-            str(prepared),
-            str(quantized),
-            _calibration_reader(calibration_images, preprocess, input_name, calibration_batch),
-            quant_format=QuantFormat.QDQ,
-            per_channel=per_channel,
-            reduce_range=reduce_range,
-            activation_type=activation,
-            weight_type=QuantType.QInt8,
-            calibrate_method=calibrate,
-            op_types_to_quantize=list(QUANTIZED_OPS[ops]) if QUANTIZED_OPS[ops] else None,
-            nodes_to_exclude=head,
-            extra_options=extra,
-        )
+        with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print their progress
+            quantize_static(
+                str(prepared),
+                str(quantized),
+                _calibration_reader(calibration_images, preprocess, input_name, calibration_batch),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                reduce_range=reduce_range,
+                activation_type=activation,
+                weight_type=QuantType.QInt8,
+                calibrate_method=calibrate,
+                op_types_to_quantize=list(QUANTIZED_OPS[ops]) if QUANTIZED_OPS[ops] else None,
+                nodes_to_exclude=head,
+                extra_options=extra,
+            )
         replace_path(quantized, output)
     return dict(
         format="QDQ",
