@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
 
 import nextvit
 from nextvit.export import ExportError, load_source
@@ -70,6 +69,22 @@ def test_exporters_carry_the_runs_size_preprocessing_and_class_names(artifacts):
         assert record["class_names"] == CLASSES, kind
         prep = record["preprocessing"]
         assert prep["center_crop"] == [64, 64] and prep["resize_shorter_side"] == 73 and prep["crop_pct"] == 0.875
+
+
+def test_coreml_bakes_in_the_runs_normalisation_and_records_its_classes(run_folder, tmp_path):
+    pytest.importorskip("coremltools")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes((run_folder / "model.safetensors").read_bytes())
+    config = json.loads((run_folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(dict(config, mean=[0.5, 0.5, 0.5], std=[0.25, 0.5, 0.5])))
+    run("export_coreml_model.py", "--checkpoint", folder / "model.safetensors", "--output", tmp_path / "m.mlpackage",
+        cwd=tmp_path)  # fmt: skip
+    record = json.loads((tmp_path / "m.mlpackage.json").read_text())
+    assert record["class_names"] == CLASSES and record["input"]["shape"] == [1, 3, 64, 64]
+    prep = record["preprocessing"]
+    assert prep["mean"] == [0.5, 0.5, 0.5] and prep["image_type_bias"] == [-0.5, -0.5, -0.5]
+    assert prep["channel_multiplier"] == [4.0, 2.0, 2.0] and record["check"]["trace"]["passed"]
 
 
 def test_tensorrt_sidecar_carries_the_runs_settings(import_script, run_folder, tmp_path, monkeypatch):
@@ -227,4 +242,3 @@ def test_predictor_checks_its_outputs(artifacts, shapes):
     predictor.run = lambda x: np.zeros((len(x), 3), np.float32)  # a model that returns the wrong width
     with pytest.raises(ValueError, match="expected \\(batch, 10\\)"):
         predict_images(predictor, sorted((shapes / "val").rglob("*.png"))[:2])
-    assert torch.get_num_threads() >= 1

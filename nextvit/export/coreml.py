@@ -161,13 +161,20 @@ def save_mlmodel(mlmodel, output: Path) -> None:
         replace_path(staged, output)
 
 
+def _mean_std(source: ExportSource) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The normalisation the exported model expects: its recorded preprocessing's, else ImageNet's."""
+    prep = source.preprocessing
+    return (prep.mean, prep.std) if prep is not None else (IMAGENET_MEAN, IMAGENET_STD)
+
+
 def predict_check(ct, output: Path, source: ExportSource, input_type: str, precision: str) -> dict:
     """Run the saved model with CoreML (macOS only) on random pixels and compare with PyTorch."""
     gen = np.random.default_rng(0)
     b, _, h, w = source.input_shape
     pixels = gen.integers(0, 256, size=(b, h, w, 3), dtype=np.uint8)
     x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0
-    x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean, std = _mean_std(source)
+    x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     model = ct.models.MLModel(str(output))
     if input_type == "image":
         from PIL import Image
@@ -212,9 +219,10 @@ def convert_and_check_coreml(
     x = source.example_input()
     module = coreml_friendly(source.deploy)
     if input_type == "image":
-        module = ImageNormalization(module).eval()
-        traced_input = x * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)  # what the ImageType hands over
-        scale, bias = image_type_scale_bias()
+        mean, std = _mean_std(source)  # the model's own (config.json), ImageNet's by default
+        module = ImageNormalization(module, std).eval()
+        traced_input = x * torch.tensor(std).view(1, 3, 1, 1)  # what the ImageType hands over
+        scale, bias = image_type_scale_bias(mean)
         ct_input = ct.ImageType(
             name=source.input_name, shape=source.input_shape, scale=scale, bias=bias, color_layout=ct.colorlayout.RGB
         )
@@ -265,12 +273,13 @@ def convert_and_check_coreml(
 
     prep = dict(baked_into_model=input_type == "image")
     if input_type == "image":
-        scale, bias = image_type_scale_bias()
+        mean, std = _mean_std(source)
+        scale, bias = image_type_scale_bias(mean)
         prep.update(
             input="RGB image, pixels 0-255",
             image_type_scale=scale,
             image_type_bias=bias,
-            channel_multiplier=[1.0 / s for s in IMAGENET_STD],
+            channel_multiplier=[1.0 / s for s in std],
         )
     record = dict(
         format=f"coreml {convert_to}",
