@@ -2,7 +2,7 @@
 # Both create .venv and install the tested set first (scripts/setup_env.sh, idempotent).
 PY := .venv/bin/python
 
-.PHONY: venv demo test test-core test-fast lint bench bench-zoo bench-lowp detection segmentation clean
+.PHONY: venv demo test test-core test-fast lint bench bench-zoo bench-lowp bench-cuda detection segmentation clean
 
 venv:
 	bash scripts/setup_env.sh
@@ -54,6 +54,16 @@ bench-lowp: venv
 			--input-sizes 224 384 --batch-sizes 1 --runs 12 --output logs/benchmark_lowp_cpu_$$size.json \
 			--markdown logs/benchmark_lowp_cpu_$$size.md | tee logs/benchmark_lowp_cpu_$$size.txt || exit 1; \
 	done
+
+# On a CUDA GPU: Next-ViT-S against timm's port, ResNet-50 and ResNet-101 (the paper's peer) in fp16 at 224,
+# batch 1, 8 and 256, eager-folded, CUDA graph, compiled with graph replay and the AOTInductor package, each
+# row with its ratio to ResNet-101 in the same mode. compile and aoti build each model once per batch size
+# (24 compilations: not measured yet, expect tens of minutes).
+bench-cuda: venv
+	$(PY) deployment/benchmark.py --device cuda --models nextvit_small timm:nextvit_small timm:resnet50 \
+		timm:resnet101 --reference timm:resnet101 --modes folded cudagraph compile aoti --dtypes float16 \
+		--batch-sizes 1 8 256 --runs 60 --warmup 10 --isolation none --output logs/benchmark_cuda.json \
+		--markdown logs/benchmark_cuda.md | tee logs/benchmark_cuda.txt
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache *.egg-info

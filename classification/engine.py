@@ -10,7 +10,16 @@ from collections.abc import Iterable
 import torch
 import torch.distributed as dist
 
-__all__ = ["NonFiniteLossError", "Progress", "distributed_eval_share", "evaluate", "train_one_epoch"]
+__all__ = [
+    "DataWaitClock",
+    "NonFiniteLossError",
+    "Progress",
+    "distributed_eval_share",
+    "evaluate",
+    "to_model_input",
+    "train_one_epoch",
+    "unwrap_model",
+]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -60,6 +69,54 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def to_model_input(images: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    """A loader batch on the device (an asynchronous copy from pinned memory), in the model's memory format.
+
+    The layout is changed on the device, after the copy: the host keeps the loader's plain NCHW
+    batch and the conversion is one fast kernel on the GPU.
+    """
+    images = images.to(device, non_blocking=True)
+    if channels_last and images.dim() == 4:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under DistributedDataParallel (`.module`) and torch.compile (`._orig_mod`)."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        if inner is None and isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            inner = model.module
+        if inner is None:
+            return model
+        model = inner
+
+
+class DataWaitClock:
+    """Seconds spent blocked on the loader (creating its iterator included): the time the model waited for data.
+
+    Measured on the host without synchronising with the GPU: while the GPU is the bottleneck the
+    host runs ahead and the wait stays near zero; when the loader is, the wait grows.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def iterate(self, loader: Iterable):
+        start = time.perf_counter()
+        batches = iter(loader)
+        self.seconds += time.perf_counter() - start
+        while True:
+            start = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                self.seconds += time.perf_counter() - start
+                return
+            self.seconds += time.perf_counter() - start
+            yield batch
+
+
 def _reduce_mean(values: list[float], device: torch.device) -> list[float]:
     if not (dist.is_available() and dist.is_initialized()):
         return values
@@ -82,12 +139,24 @@ def train_one_epoch(
     model_ema=None,
     print_freq: int = 10,
     log_enabled: bool = True,
+    channels_last: bool = False,
+    cudagraph_steps: bool = False,
 ) -> dict:
     """Train for one epoch; raise NonFiniteLossError (naming epoch and step) on a NaN/inf loss.
 
     The loop never waits for the GPU: losses are summed on the device and read back only at
     logging steps and at the end of the epoch, where a non-finite loss is also caught (so within
-    `print_freq` steps of the one that produced it, which the error names).
+    `print_freq` steps of the one that produced it, which the error names). The one exception is
+    the first step, timed to its end (one synchronisation per epoch): it holds cuDNN's autotuning
+    and torch.compile's compilation.
+
+    `model` may be compiled (torch.compile) and wrapped in DistributedDataParallel; the EMA is
+    updated from the plain module. `channels_last`: each batch is converted on the device, after
+    mixup. `cudagraph_steps`: mark each step's start for torch.compile's CUDA graphs
+    (reduce-overhead, max-autotune), whose outputs are reused by the next step.
+
+    Returns the mean loss, the lr, images/s (all processes, and per process), the fraction of the
+    epoch spent waiting for data (mean over processes), the epoch's seconds and the first step's.
     """
     model.train()
     progress = Progress(len(loader), f"Epoch: [{epoch}]", print_freq, log_enabled)
@@ -95,12 +164,20 @@ def train_one_epoch(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     bad_step = torch.full((), -1, dtype=torch.float64, device=device)
     bad_loss = torch.zeros((), dtype=torch.float64, device=device)
-    seen, total, start = 0, 0.0, time.perf_counter()
-    for step, (images, targets) in enumerate(loader):
+    ema_source = unwrap_model(model) if model_ema is not None else None
+    wait = DataWaitClock()
+    seen, total, first_step = 0, 0.0, 0.0
+    start = time.perf_counter()
+    for step, (images, targets) in enumerate(wait.iterate(loader)):
+        step_start = time.perf_counter() if step == 0 else 0.0
         images = images.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
         if mixup_fn is not None:
             images, targets = mixup_fn(images, targets)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        if cudagraph_steps:
+            torch.compiler.cudagraph_mark_step_begin()
         with _autocast(device, amp_dtype):
             loss = criterion(model(images), targets)
         optimizer.zero_grad(set_to_none=True)
@@ -117,7 +194,11 @@ def train_one_epoch(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
             optimizer.step()
         if model_ema is not None:
-            model_ema.update(model)
+            model_ema.update(ema_source)
+        if step == 0:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            first_step = time.perf_counter() - step_start
         value = loss.detach().double()
         first_bad = (bad_step < 0) & ~torch.isfinite(value)
         bad_step = torch.where(first_bad, float(step), bad_step)
@@ -130,9 +211,20 @@ def train_one_epoch(
             _raise_if_non_finite(bad_at, bad_value, epoch)
             progress.update(step, loss=last, avg=total / seen, lr=optimizer.param_groups[0]["lr"])
     elapsed = time.perf_counter() - start
-    mean_loss, images_per_s = _reduce_mean([total / max(1, seen), seen / elapsed], device)
+    mean_loss, images_per_s, data_wait = _reduce_mean(
+        [total / max(1, seen), seen / elapsed, wait.seconds / elapsed], device
+    )
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-    return dict(loss=mean_loss, lr=optimizer.param_groups[0]["lr"], images_per_s=images_per_s * world, time=elapsed)
+    return dict(
+        loss=mean_loss,
+        lr=optimizer.param_groups[0]["lr"],
+        images_per_s=images_per_s * world,
+        images_per_s_per_process=images_per_s,
+        data_wait=data_wait,
+        time=elapsed,
+        first_step_time=first_step,
+        steps=len(loader),
+    )
 
 
 def _raise_if_non_finite(bad_step: float, bad_loss: float, epoch: int) -> None:
@@ -161,11 +253,13 @@ def evaluate(
     log_enabled: bool = True,
     distributed: bool = False,
     count_first: int | None = None,
+    channels_last: bool = False,
 ) -> dict:
     """Top-1, top-5 and cross-entropy loss over the loader (summed over ranks when `distributed`).
 
     `count_first`: count only this many leading samples of the loader (the rest are a distributed
     sampler's padding, see `distributed_eval_share`). Sums stay on the device until the end.
+    `channels_last`: batches are converted on the device, for a model in that memory format.
     """
     model.eval()
     progress = Progress(len(loader), "Test:", print_freq, log_enabled)
@@ -177,7 +271,7 @@ def evaluate(
         offset += n
         if keep == 0:
             continue  # padding only: nothing to count
-        images = images[:keep].to(device, non_blocking=True)
+        images = to_model_input(images[:keep], device, channels_last)
         targets = targets[:keep].to(device, non_blocking=True)
         with _autocast(device, amp_dtype):
             output = model(images)

@@ -27,10 +27,12 @@ from pathlib import Path
 from nextvit.export import (
     EXIT_CHECK_FAILED,
     EXIT_OK,
+    HelpFormatter,
     add_source_args,
     check_source_args,
     cli_main,
     default_stem,
+    report_source,
     source_from_args,
     write_sidecar,
 )
@@ -40,7 +42,7 @@ from nextvit.export.coreml import convert_and_check_coreml, import_coremltools
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Convert Next-ViT to CoreML (.mlpackage or .mlmodel) and check it.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_source_args(parser)
     parser.add_argument(
@@ -75,15 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     import_coremltools()  # exits 3 before any work when coremltools is missing
     suffix = ".mlpackage" if args.convert_to == "mlprogram" else ".mlmodel"
-    output = args.output or Path(default_stem(args.model, args.image_size, args.features) + suffix)
-    if output.suffix != suffix:
-        parser.error(f"--output {output}: a {args.convert_to} is saved as {suffix}")
+    if args.output is not None and args.output.suffix != suffix:
+        parser.error(f"--output {args.output}: a {args.convert_to} is saved as {suffix}")
 
     source = source_from_args(args, input_name="image" if args.input_type == "image" else "input")
-    if source.checkpoint is None:
-        print("note: converting random weights (--random-weights): for latency measurements only", file=sys.stderr)
-    for note in source.notes:
-        print(f"note: {note}", file=sys.stderr)
+    report_source(source)
+    output = args.output or Path(default_stem(source.name, source.image_size, args.features) + suffix)
     record = convert_and_check_coreml(
         source, output, convert_to=args.convert_to, input_type=args.input_type, compute_precision=args.compute_precision
     )

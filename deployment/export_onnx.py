@@ -24,20 +24,24 @@ from nextvit.export import (
     EXIT_OK,
     MIN_DYNAMO_OPSET,
     ExportError,
+    HelpFormatter,
     add_source_args,
     check_opset,
     check_source_args,
     cli_main,
     default_stem,
     export_and_check_onnx,
+    report_source,
+    sidecar_path,
     source_from_args,
+    write_sidecar,
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Export Next-ViT to ONNX and check it against PyTorch with ONNX Runtime.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_source_args(parser)
     parser.add_argument(
@@ -70,11 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     rtol = 1e-4 if args.rtol is None else args.rtol
 
     source = source_from_args(args)
-    if source.checkpoint is None:
-        print("note: exporting random weights (--random-weights): for latency measurements only", file=sys.stderr)
-    for note in source.notes:
-        print(f"note: {note}", file=sys.stderr)
-    output = args.output or Path(default_stem(args.model, args.image_size, args.features) + ".onnx")
+    report_source(source)
+    output = args.output or Path(default_stem(source.name, source.image_size, args.features) + ".onnx")
     record = export_and_check_onnx(
         source,
         output,
@@ -85,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         atol=atol,
         rtol=rtol,
     )
+    write_sidecar(output, record)
+    print(f"wrote {sidecar_path(output).name}")
     if not record["check"]["passed"]:
         check = record["check"]
         print(

@@ -24,10 +24,13 @@ from nextvit.export import (
     EXIT_CHECK_FAILED,
     EXIT_OK,
     EXIT_UNAVAILABLE,
+    HelpFormatter,
     add_source_args,
     check_source_args,
+    check_summary,
     cli_main,
     default_stem,
+    report_source,
     source_from_args,
     write_sidecar,
 )
@@ -37,7 +40,7 @@ from nextvit.export.openvino import PRECISIONS, export_and_check_openvino
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Export Next-ViT to OpenVINO IR and check it against PyTorch.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_source_args(parser)
     parser.add_argument(
@@ -59,10 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--precision int8 converts a QDQ ONNX model: make it with deployment/quantize.py, pass --onnx")
     if args.onnx is not None and not args.onnx.is_file():
         parser.error(f"--onnx {args.onnx}: no such file")
-    default = default_stem(args.model, args.image_size, args.features) + f"_openvino_{args.precision}.xml"
-    output = args.output or Path(default)
-    if output.suffix != ".xml":
-        parser.error(f"--output {output}: OpenVINO IR is an .xml file (with a .bin beside it)")
+    if args.output is not None and args.output.suffix != ".xml":
+        parser.error(f"--output {args.output}: OpenVINO IR is an .xml file (with a .bin beside it)")
     try:
         import openvino  # noqa: F401
     except ImportError:
@@ -70,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_UNAVAILABLE
 
     source = source_from_args(args)
-    if source.checkpoint is None:
-        print("note: exporting random weights (--random-weights): for latency measurements only", file=sys.stderr)
+    report_source(source)
+    default = default_stem(source.name, source.image_size, args.features) + f"_openvino_{args.precision}.xml"
+    output = args.output or Path(default)
     record = export_and_check_openvino(
         source,
         output,
@@ -83,12 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         latency_runs=args.latency_runs,
     )
     write_sidecar(output, record)
-    check = record["check"]
-    verdict = "passed" if check["passed"] else "FAILED"
-    detail = (f"max abs diff {check['max_abs_diff']:.3g}" if args.precision == "fp32"
-              else f"logit cosine {check['cosine_min']:.5f} (min {args.min_cosine})")  # fmt: skip
-    print(f"wrote {output} + {output.with_suffix('.bin').name}; check against PyTorch {verdict}: {detail}")
-    return EXIT_OK if check["passed"] else EXIT_CHECK_FAILED
+    summary = check_summary(record["check"], args.precision == "fp32", args.min_cosine)
+    print(f"wrote {output} + {output.with_suffix('.bin').name}; check against PyTorch {summary}")
+    return EXIT_OK if record["check"]["passed"] else EXIT_CHECK_FAILED
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ from nextvit.export import (
     MIN_DYNAMO_OPSET,
     ExportError,
     ExportSource,
+    HelpFormatter,
     add_bool_flag,
     add_source_args,
     check_opset,
@@ -58,6 +59,7 @@ from nextvit.export import (
     default_stem,
     image_hw,
     onnx_is_quantized,
+    report_source,
     source_from_args,
     write_sidecar,
 )
@@ -67,7 +69,7 @@ from nextvit.export.tensorrt import EngineOptions, build_and_check_engine, find_
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Build a TensorRT engine of Next-ViT from ONNX, check it against PyTorch and profile it.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_source_args(parser, checkpoint_optional_with="--onnx")
     parser.add_argument("--datatype", choices=("fp16", "int8", "fp32"), default="fp16", help="engine precision")
@@ -155,13 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     source: ExportSource | None = None
     if args.checkpoint is not None or args.random_weights:
         source = source_from_args(args)
-        if source.checkpoint is None:
-            print("note: building from random weights (--random-weights): for latency only", file=sys.stderr)
-    stem = args.onnx.stem if args.onnx and source is None else default_stem(args.model, args.image_size, args.features)
+        report_source(source)
+    if source is not None:
+        stem, shape = default_stem(source.name, source.image_size, args.features), source.input_shape
+    else:  # an ONNX file alone: its input is the flags' (224 by default)
+        stem, shape = args.onnx.stem, (args.batch_size, 3, *image_hw(args.image_size or [224]))
     output = args.output or Path(f"{stem}_{args.datatype}.trt")
     options = EngineOptions(
         datatype=args.datatype,
-        shape=(args.batch_size, 3, *image_hw(args.image_size)),
+        shape=shape,
         opset=args.opset_version,
         exporter=args.exporter,
         calib_dir=args.calib_dir,

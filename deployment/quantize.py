@@ -7,7 +7,8 @@
 The checkpoint is folded and exported to fp32 ONNX, calibrated with ONNX Runtime on `--calib-images`
 images of `--calib-dir` (spread over its class folders) through the eval preprocessing (resize to
 size/crop_pct, bicubic, center crop, ImageNet mean/std; `config.json` beside a checkpoint written by
-classification/main.py supplies the variant, size, crop and class names), and rewritten as QDQ with
+classification/main.py, or a training checkpoint's own args, supply the variant, size, crop and class
+names), and rewritten as QDQ with
 per-channel int8 weights around every op type ONNX Runtime quantizes (`--ops conv-matmul`: only
 the weight layers, slower). `--target tensorrt` makes activations symmetric int8, as TensorRT's explicit quantization
 needs (build it with export_tensorrt_engine.py --onnx FILE --int8).
@@ -15,8 +16,10 @@ needs (build it with export_tensorrt_engine.py --onnx FILE --int8).
 With `--eval-dir` (an ImageFolder of the classes the model was trained on) fp32 and int8 top-1,
 their agreement and the logits' cosine are measured, with 95% intervals, and written to the
 sidecar; a drop above `--max-drop` points (0.5) exits with status 1 and writes nothing. With n
-images one image is 100/n points: 2,000 or more are needed to see half a point. Exit codes: 0 done, 1 accuracy drop
-too large, 2 bad input (flags, folders, checkpoint), 3 ONNX Runtime missing.
+images one image is 100/n points: 2,000 or more are needed to see half a point. An unreadable image (or
+one above --max-image-pixels) stops the run with its name, or with --skip-corrupt is left out and
+counted (in the sidecar's `skipped_images`). Exit codes: 0 done, 1 accuracy drop too large, 2 bad input
+(flags, folders, checkpoint, images), 3 ONNX Runtime missing.
 """
 
 from __future__ import annotations
@@ -31,23 +34,27 @@ from nextvit.export import (
     EXIT_USAGE,
     FLAGS,
     ExportError,
+    HelpFormatter,
     add_bool_flag,
+    add_image_reading_args,
     add_source_args,
+    check_image_reading_args,
     check_source_args,
     cli_main,
     default_stem,
+    report_source,
     source_from_args,
     write_sidecar,
 )
-from nextvit.export.quantize import CALIBRATION_METHODS, QUANTIZED_OPS, quantize_and_check
-from nextvit.images import ImageFileError, find_images, labelled_images
+from nextvit.export.quantize import CALIBRATION_METHODS, QUANTIZED_OPS, QuantizeError, quantize_and_check
+from nextvit.images import ImageFileError, ImageReader, find_images, labelled_images
 from nextvit.preprocess import Preprocessing
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Quantize Next-ViT to a static int8 QDQ ONNX model, calibrated and evaluated on image folders.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_source_args(parser)
     parser.add_argument(
@@ -87,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--latency-runs", type=int, default=30, help="timed ONNX Runtime calls per model (0: skip)")
     parser.add_argument("--seed", type=int, default=0, help="which calibration images are drawn")
+    add_image_reading_args(parser)
     return parser
 
 
@@ -106,44 +114,42 @@ def main(argv: list[str] | None = None) -> int:
         print("error: ONNX Runtime is not installed (pip install onnxruntime); nothing was written", file=sys.stderr)
         return EXIT_UNAVAILABLE
 
-    if len(args.image_size) != 1:
+    if args.image_size is not None and len(args.image_size) != 1:
         parser.error("--image-size: quantization calibrates on square center crops, give one size")
+    check_image_reading_args(parser, args)
     try:
         calib = find_images(args.calib_dir, args.calib_images, args.seed, flag="--calib-dir")
     except ImageFileError as err:
-        print(f"error: {err}; nothing was written", file=sys.stderr)
-        return EXIT_USAGE
+        return _error(f"{err}; nothing was written")
 
     source = source_from_args(args)
+    report_source(source)
     samples = None
     if args.eval_dir is not None:
         try:
             samples, _ = labelled_images(args.eval_dir, source.num_classes, source.class_names, flag="--eval-dir")
         except ImageFileError as err:
-            print(f"error: {err}; nothing was written", file=sys.stderr)
-            return EXIT_USAGE
+            return _error(f"{err}; nothing was written")
         if len(samples) < 2000:
             print(
                 f"note: {len(samples)} evaluation images: one image is {100 / len(samples):.2f} points, too coarse to "
                 "see a 0.5-point drop (use 2,000 or more)",
                 file=sys.stderr,
             )
-    if source.checkpoint is None:
-        print("note: quantizing random weights (--random-weights): for latency measurements only", file=sys.stderr)
-
-    output = args.output or Path(default_stem(args.model, args.image_size, args.features) + "_int8.onnx")
-    reduce_range = {"auto": None, "on": True, "off": False}[args.reduce_range]
+    output = args.output or Path(default_stem(source.name, source.image_size, args.features) + "_int8.onnx")
+    prep = source.preprocessing or Preprocessing(source.image_size)  # features: the crop the checks use
+    read = ImageReader(prep.array, args.skip_corrupt, args.max_image_pixels)
     print(f"calibration images from {args.calib_dir}" + (f", evaluation on {args.eval_dir}" if samples else ""))
     try:
         record = quantize_and_check(
             source,
             output,
             calib,
-            source.preprocessing or Preprocessing(source.image_size),  # features: the crop the checks use
+            read,
             method=args.calib_method,
             per_channel=args.per_channel,
             target=args.target,
-            reduce_range=reduce_range,
+            reduce_range={"auto": None, "on": True, "off": False}[args.reduce_range],
             ops=args.ops,
             quantize_head=args.quantize_head,
             eval_samples=samples,
@@ -152,13 +158,23 @@ def main(argv: list[str] | None = None) -> int:
             record_extra=dict(calib_dir=str(args.calib_dir)),
         )
     except ExportError as err:  # a failed check: one line, nothing written
-        print(f"error: {err.describe(FLAGS)}", file=sys.stderr)
-        return err.exit_code
+        return _error(err.describe(FLAGS), err.exit_code)
+    except (ImageFileError, QuantizeError) as err:
+        return _error(f"{err}; nothing was written")
     if "accuracy" in record:
         record["accuracy"]["eval_dir"] = str(args.eval_dir)
+    skipped = sorted(set(read.skipped))  # calibration may read an image more than once
+    record["skipped_images"] = dict(count=len(skipped), files=skipped[:20])
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}", file=sys.stderr)
     write_sidecar(output, record)
     print(f"wrote {output} ({output.stat().st_size / 2**20:.1f} MiB) and {output.name}.json")
     return EXIT_OK
+
+
+def _error(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ __all__ = [
     "LoadReport",
     "read_checkpoint",
     "detect_layout",
+    "variant_of_state",
+    "TRAINING_ARGS",
     "bytedance_to_timm",
     "timm_to_bytedance",
     "load_checkpoint",
@@ -48,6 +50,9 @@ _SAFETENSORS_SUFFIXES = (".safetensors",)
 _WRAPPER_KEYS = ("model", "state_dict", "model_state", "module")
 _HEAD_PREFIXES = ("head.fc.",)
 _OPTIONAL_SUFFIXES = ("num_batches_tracked",)
+# what a training checkpoint of classification/main.py says of its model (its `args`), kept by
+# `read_checkpoint` in meta["training_args"] as JSON: the loader reads the variant and size there
+TRAINING_ARGS = ("model", "input_size", "crop_pct", "kv_pool")
 
 
 class CheckpointError(ValueError):
@@ -104,6 +109,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     """Read a state dict and its metadata from a `.safetensors` or torch file, safely.
 
     Unwraps ``{"model": ...}`` / ``{"state_dict": ...}`` containers and a DDP ``module.`` prefix.
+    The metadata is this package's (`save_checkpoint`), plus, for a training checkpoint of
+    classification/main.py, the `TRAINING_ARGS` of its `args` as JSON in ``meta["training_args"]``.
     Raises `CheckpointError` naming the file for a missing, truncated or unsafe file.
     """
     path = Path(path)
@@ -132,6 +139,9 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if isinstance(obj, Mapping):
         if isinstance(obj.get("nextvit_meta"), Mapping):
             meta = {str(k): str(v) for k, v in obj["nextvit_meta"].items()}
+        if isinstance(obj.get("args"), Mapping):
+            args = {k: obj["args"][k] for k in TRAINING_ARGS if k in obj["args"]}
+            meta["training_args"] = json.dumps(args, default=str)
         for key in _WRAPPER_KEYS:
             if key in obj and isinstance(obj[key], Mapping):
                 obj = obj[key]
@@ -223,6 +233,28 @@ def timm_to_bytedance(state: Mapping[str, torch.Tensor], depths: tuple[int, ...]
             key = "proj_head.0." + key[len("head.fc.") :]
         out[key] = value
     return out
+
+
+def variant_of_state(state: Mapping[str, torch.Tensor]) -> str | None:
+    """The variant whose stage depths the weights have (any layout), or None when none has them.
+
+    Depths tell S (3, 4, 10, 3), B (3, 4, 20, 3), L (3, 4, 30, 3) and tiny (1, 1, 5, 1) apart; the
+    original layout numbers its blocks across stages, so there only their total is compared."""
+    from .model import VARIANTS
+
+    stage_blocks: dict[int, set[int]] = {}
+    for key in state:
+        if m := _TIMM_BLOCK.match(key):
+            stage_blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    if stage_blocks:
+        depths = tuple(len(stage_blocks.get(s, ())) for s in range(max(stage_blocks) + 1))
+        names = [n for n, cfg in VARIANTS.items() if tuple(cfg["depths"]) == depths]
+    elif any(_BD_BLOCK.match(k) for k in state):
+        total = _bytedance_depth_count(state)
+        names = [n for n, cfg in VARIANTS.items() if sum(cfg["depths"]) == total]
+    else:
+        names = []
+    return names[0] if len(names) == 1 else None
 
 
 def _variant_for_blocks(blocks: int) -> str:

@@ -71,7 +71,21 @@ class _PackedWeightCache:
             return dtype
         return None
 
+    def _adopt_inference_weight(self) -> None:
+        """Swap a weight made under `torch.inference_mode()` for a normal copy, once.
+
+        An inference tensor has no version counter, so the cache could not see it change (an
+        in-place `load_state_dict` under inference mode would leave stale packed weights). A model
+        built, folded or deep-copied inside `inference_mode` has only such weights: its first call
+        swaps each for a copy made outside inference mode, whose changes are tracked as usual.
+        """
+        weight = self.weight
+        with torch.inference_mode(False), torch.no_grad():
+            self.weight = nn.Parameter(weight.clone(), requires_grad=weight.requires_grad)
+
     def _cached(self, key: tuple, pack: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+        if self.weight.is_inference():
+            self._adopt_inference_weight()
         version = (self.weight._version, self.weight.data_ptr())
         key = (*key, dtype)
         hit = self._packed.get(key)

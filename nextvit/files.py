@@ -1,4 +1,12 @@
-"""Writing files so that a crash never leaves a half-written one: every writer of the package uses these.
+"""Writing files so that a crash never leaves a half-written one.
+
+Every file the package writes as a result goes through these: checkpoints, exported models, their
+sidecars and run records (`nextvit.records`), the benchmark's JSON, CSV, Markdown and chart
+(`nextvit.benchmark.report`), the dense-task demo's outputs. Prediction results
+(`nextvit.predict.ResultWriter`) are atomic in the same way, by their own route: written row by row
+to a hidden partial file that is renamed onto its name when the run completes. The one exception is
+the generated datasets of `nextvit.synthetic`, written image by image into a folder of their own:
+regenerate the folder after an interrupted run.
 
 A file is written to a temporary name in the destination folder and renamed over the target (a
 rename within one file system is atomic). A folder (a CoreML .mlpackage, an OpenVINO IR pair) is

@@ -6,18 +6,17 @@ tables were measured with, and what calibration, evaluation and prediction of ev
 must do too. It is written on PIL and numpy (no torchvision), and matches torchvision's
 `Resize(int)` + `CenterCrop` + `ToTensor` + `Normalize` value for value (tested).
 
-Where the settings come from: `config.json`, written beside `model.safetensors` by
-classification/main.py, and the JSON sidecar of every export record them (`training_config`,
-`Preprocessing.from_record`).
+Where the settings come from: the records of `nextvit.records`, the `config.json` written beside
+`model.safetensors` by classification/main.py and the JSON sidecar of every export. Sizes given
+anywhere (flags, records) are read by one parser, `image_size_hw`.
 """
 
 from __future__ import annotations
 
-import json
+import numbers
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -25,17 +24,10 @@ if TYPE_CHECKING:
 
 from .pretrained import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = [
-    "CROP_PCT",
-    "INTERPOLATIONS",
-    "Preprocessing",
-    "ConfigError",
-    "training_config",
-    "checked_class_names",
-    "read_json_object",
-]
+__all__ = ["CROP_PCT", "INTERPOLATIONS", "MIN_IMAGE_SIDE", "Preprocessing", "ConfigError", "image_size_hw"]
 
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos", "box", "hamming")
+MIN_IMAGE_SIDE = 32  # five stride-2 steps: the smallest input the model takes (NextViT.forward refuses less)
 
 
 class ConfigError(ValueError):
@@ -53,12 +45,10 @@ class Preprocessing:
     std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self) -> None:
-        size = self.input_size
-        if isinstance(size, int):
-            size = (size, size)
-        size = tuple(int(s) for s in size)
-        if len(size) != 2 or min(size) < 1:
-            raise ConfigError(f"input_size must be one or two positive sides, got {self.input_size}")
+        try:
+            size = image_size_hw(self.input_size)
+        except ConfigError as err:
+            raise ConfigError(f"input_size {self.input_size!r}: {err}") from None
         if not 0 < self.crop_pct <= 1:
             raise ConfigError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
         if self.interpolation not in INTERPOLATIONS:
@@ -120,53 +110,6 @@ class Preprocessing:
 
         return self.array(open_rgb(path))
 
-    # ---- recording it ---------------------------------------------------------------------
-
-    def to_record(self) -> dict[str, Any]:
-        """The sidecar's `preprocessing` block (read back by `from_record`)."""
-        return dict(
-            color="RGB",
-            layout="NCHW",
-            scale="pixels / 255, then (x - mean) / std per channel",
-            mean=list(self.mean),
-            std=list(self.std),
-            resize_shorter_side=self.resize_shorter_side,
-            interpolation=self.interpolation,
-            center_crop=list(self.input_size),
-            crop_pct=self.crop_pct,
-        )
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any], where: str = "sidecar") -> Preprocessing:
-        """From a sidecar's `preprocessing` block (`to_record`)."""
-        try:
-            return cls(
-                input_size=tuple(record["center_crop"]),
-                crop_pct=float(record.get("crop_pct", CROP_PCT)),
-                interpolation=str(record.get("interpolation", "bicubic")),
-                mean=tuple(record.get("mean", IMAGENET_MEAN)),
-                std=tuple(record.get("std", IMAGENET_STD)),
-            )
-        except (KeyError, TypeError, ValueError) as err:
-            raise ConfigError(f"{where}: its preprocessing block is incomplete or malformed ({err!r})") from None
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], where: str = "config.json") -> Preprocessing | None:
-        """From classification/main.py's `config.json`; None when it names no input size."""
-        size = config.get("input_size")
-        if size is None:
-            return None
-        try:
-            return cls(
-                input_size=tuple(size) if isinstance(size, (list, tuple)) else (int(size), int(size)),
-                crop_pct=float(config.get("crop_pct", CROP_PCT)),
-                interpolation=str(config.get("interpolation", "bicubic")),
-                mean=tuple(config.get("mean", IMAGENET_MEAN)),
-                std=tuple(config.get("std", IMAGENET_STD)),
-            )
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"{where}: {err}") from None
-
     def override(
         self,
         input_size: Sequence[int] | int | None = None,
@@ -178,46 +121,28 @@ class Preprocessing:
         """A copy with the given settings replaced (flags over a recorded preprocessing)."""
         changes: dict[str, Any] = {}
         if input_size is not None:
-            sizes = [input_size] if isinstance(input_size, int) else list(input_size)
-            changes["input_size"] = (sizes[0], sizes[0]) if len(sizes) == 1 else tuple(sizes)
+            changes["input_size"] = input_size  # parsed by __post_init__
         for name, value in (("crop_pct", crop_pct), ("interpolation", interpolation), ("mean", mean), ("std", std)):
             if value is not None:
                 changes[name] = tuple(value) if name in ("mean", "std") else value
         return replace(self, **changes) if changes else self
 
 
-def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
-    """A JSON file holding an object (a config.json, an export's sidecar); `ConfigError` naming it otherwise."""
-    try:
-        value = json.loads(Path(path).read_text())
-    except (OSError, UnicodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: not a readable JSON file ({err})") from None
-    if not isinstance(value, dict):
-        raise ConfigError(f"{path}: expected a JSON object, found {type(value).__name__}")
-    return value
+def image_size_hw(value: Any, min_side: int = 1) -> tuple[int, int]:
+    """(height, width) from one side (a square) or two: an int, or a list or tuple of one or two ints.
 
+    The one reader of image sizes (flags, config.json, sidecars, library arguments), so that a
+    string such as "64" is refused rather than read as the sides 6 and 4. The `ConfigError` states
+    the problem only; the caller names the flag or field it came from.
+    """
 
-def training_config(checkpoint: str | os.PathLike | None) -> dict[str, Any]:
-    """The `config.json` beside a checkpoint written by classification/main.py (arch, input size,
-    crop, mean/std, class names); {} when there is none. A config.json that cannot be read as a
-    JSON object is an error naming it, not silently ignored."""
-    if checkpoint is None:
-        return {}
-    path = Path(checkpoint).with_name("config.json")
-    if not path.is_file():
-        return {}
-    config = read_json_object(path)
-    names = config.get("class_names")
-    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
-        raise ConfigError(f"{path}: class_names must be a list of strings")
-    return config
+    def whole(v: Any) -> bool:
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
-
-def checked_class_names(names: Sequence[str] | None, num_classes: int, where: str) -> list[str] | None:
-    """`names` when there is one per class; a `ConfigError` naming `where` otherwise."""
-    if names is None:
-        return None
-    names = [str(n) for n in names]
-    if len(names) != num_classes:
-        raise ConfigError(f"{where} lists {len(names)} class names but the model has {num_classes} outputs")
-    return names
+    sides = [value] if whole(value) else value
+    if not isinstance(sides, (list, tuple)) or len(sides) not in (1, 2) or not all(whole(v) for v in sides):
+        raise ConfigError("takes one size (square) or two (height width), as whole numbers")
+    h, w = (int(sides[0]), int(sides[0])) if len(sides) == 1 else (int(sides[0]), int(sides[1]))
+    if min(h, w) < min_side:
+        raise ConfigError(f"both sides must be at least {min_side} pixels")
+    return h, w

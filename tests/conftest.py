@@ -73,25 +73,48 @@ TIERS = {
         "test_package",
         "test_setup",
         "test_files",
+        "test_records",
     ),
     # `pip install -e .[timm,flops]`: checks against timm's port, fvcore's counts and torchvision's
     # feature extractor (the files of the core tier mark their own such tests)
     "interop": ("test_flops",),
     "mm": ("test_image_demo", "test_mm_adapter", "test_detection", "test_segmentation"),
-    "export": ("test_predict", "test_deployment", "test_quantize", "test_openvino", "test_benchmark"),
-    "data": ("test_preprocess", "test_classification", "test_slurm", "test_architecture_figure"),
+    "export": ("test_predict", "test_deployment", "test_quantize", "test_openvino", "test_benchmark", "test_aoti"),
+    "data": (
+        "test_preprocess",
+        "test_classification",
+        "test_slurm",
+        "test_architecture_figure",
+        "test_train_speed",
+        "test_gpu_check",
+    ),
 }
 TIER_OF_FILE = {name: tier for tier, names in TIERS.items() for name in names}
+
+
+def needs_cuda(item: pytest.Item) -> bool:
+    """Marked `cuda`, or skipped without a GPU by a skipif whose reason names CUDA."""
+    if item.get_closest_marker("cuda"):
+        return True
+    return any("CUDA" in str(m.kwargs.get("reason", "")) for m in item.iter_markers("skipif"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test with its file's tier, unless the test names its own (one that needs more than its file).
 
-    A file missing from TIERS runs in `make test` only; test_package.py checks that none is missing."""
+    A file missing from TIERS runs in `make test` only; test_package.py checks that none is missing.
+    Tests that need a GPU are marked `cuda` (`pytest -m cuda` runs them, as scripts/gpu_check.sh does)
+    and skipped where torch sees none."""
+    no_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
         tier = TIER_OF_FILE.get(Path(str(item.path)).stem)
         if tier and not any(item.get_closest_marker(t) for t in TIERS):
             item.add_marker(getattr(pytest.mark, tier))
+        if needs_cuda(item):
+            if not item.get_closest_marker("cuda"):
+                item.add_marker(pytest.mark.cuda)
+            if not torch.cuda.is_available():
+                item.add_marker(no_gpu)
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:

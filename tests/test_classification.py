@@ -266,7 +266,7 @@ def test_throughput_reports_a_plausible_rate(main_module, parse_args, capsys):
     assert main_module.main(args) == 0
     lines = [x for x in capsys.readouterr().out.splitlines() if "images/s" in x]
     assert len(lines) == 1, lines
-    match = re.fullmatch(r"nextvit_tiny: (\d+\.\d) images/s \(batch 4, 48x48, cpu\)", lines[0])
+    match = re.fullmatch(r"nextvit_tiny: (\d+\.\d) images/s \(batch 4, 48x48, cpu, channels_last\)", lines[0])
     assert match, lines[0]
     assert 1.0 < float(match.group(1)) < 1e6  # 30 timed batches of 4 images on a CPU
 

@@ -118,3 +118,33 @@ def test_blocks_hand_their_residual_to_a_residual_fusing_conv(tiny_calibrated):
         assert relative_error(model(x), reference) < 1e-6
         assert len(with_residual) == swapped and all(with_residual)
         assert relative_error(scripted(x), reference) < 1e-6
+
+
+def test_a_model_built_folded_and_copied_in_inference_mode_runs(tiny_calibrated):
+    """Serving code builds, folds and copies under `torch.inference_mode()`: the weights are then inference
+    tensors, which have no version counter for the packed-weight cache. The model must run there, and
+    afterwards outside it, and still see new weights loaded in place under inference mode."""
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        reference = tiny_calibrated(x)
+    state = copy.deepcopy(tiny_calibrated.state_dict())
+    with torch.inference_mode():
+        model = nextvit.create_model("nextvit_tiny", num_classes=10).eval()
+        model.load_state_dict(state)
+        folded = nextvit.fold_batchnorm(model)
+        copied = copy.deepcopy(folded)
+        assert next(copied.parameters()).is_inference()
+        inside = copied(x)
+        again = copied(x)  # served from the packed-weight cache
+    with torch.no_grad():
+        outside = copied(x)
+    assert relative_error(inside, reference) < 1e-5 and torch.equal(again, inside)
+    assert relative_error(outside, reference) < 1e-5
+    other = nextvit.fold_batchnorm(
+        randomize_and_calibrate(nextvit.create_model("nextvit_tiny", num_classes=10), seed=5)
+    )
+    with torch.inference_mode():
+        copied.load_state_dict(other.state_dict())  # in place: the cached packed weights must not be reused
+        changed = copied(x)
+    with torch.no_grad():
+        assert relative_error(changed, other(x)) < 1e-5

@@ -18,7 +18,8 @@ import pytest
 import torch
 
 import nextvit
-from nextvit.export import ExportError, export_and_check_onnx, load_source, source_from_model
+from nextvit.export import ExportError, export_and_check_onnx, image_hw, load_source, source_from_model
+from nextvit.loading import LoadError
 from nextvit.pretrained import IMAGENET_MEAN, IMAGENET_STD
 
 DEPLOYMENT = Path(__file__).resolve().parents[1] / "deployment"
@@ -208,21 +209,24 @@ def test_any_checkpoint_layout_exports_its_weights(tiny_calibrated, layout, tmp_
 
 
 def test_head_size_mismatch_is_refused(tiny_checkpoint):
-    with pytest.raises(ExportError, match="num_classes=1000: does not match the checkpoint's classifier"):
+    with pytest.raises(LoadError, match="num_classes 1000: does not match the checkpoint's classifier"):
         load_source("nextvit_tiny", tiny_checkpoint, image_size=64, num_classes=1000)
     assert load_source("nextvit_tiny", tiny_checkpoint, image_size=64, features=True).output_names[0] == "stage0"
 
 
 def test_library_errors_name_parameters_and_scripts_name_flags(tiny_checkpoint, tmp_path):
     """The library speaks of its parameters; a script reports the same error under its own flag."""
-    with pytest.raises(ExportError) as err:
+    with pytest.raises(LoadError) as err:
         load_source("nextvit_tiny", None, image_size=[64, 16])
-    assert (err.value.param, err.value.exit_code) == ("image_size", 2)
-    assert str(err.value) == "image_size=[64, 16]: both sides must be at least 32 pixels"
+    assert err.value.param == "image_size"
+    assert str(err.value) == "image_size 64 16: both sides must be at least 32 pixels"
     assert (
         err.value.describe({"image_size": "--image-size"})
         == "--image-size 64 16: both sides must be at least 32 pixels"
     )
+    with pytest.raises(ExportError) as export_err:
+        image_hw([64, 16])
+    assert (export_err.value.param, export_err.value.exit_code) == ("image_size", 2)
     args = ["--model", "nextvit_tiny", "--checkpoint", tiny_checkpoint, "--image-size", "64", "--num-classes", "7"]
     result = run_script("export_onnx.py", *args, cwd=tmp_path, expect=2)
     assert result.stderr.startswith("error: --num-classes 7: does not match the checkpoint's classifier (10 classes)")

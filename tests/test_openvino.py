@@ -30,7 +30,8 @@ def qdq_model(tiny_checkpoint, tmp_path_factory):
     import onnx
 
     from nextvit.export.onnx import export_onnx
-    from nextvit.export.quantize import find_images, quantize_qdq
+    from nextvit.export.quantize import quantize_qdq
+    from nextvit.images import find_images
     from nextvit.preprocess import Preprocessing
     from nextvit.synthetic import make_classification_dataset
 

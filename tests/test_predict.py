@@ -1,5 +1,6 @@
 """deployment/predict.py over every artifact kind that runs here, the exporters' sidecars carrying a
-training run's preprocessing and class names, the single loading path, the int8 recipe's graph."""
+training run's preprocessing and class names, the single loading path, the int8 recipe's graph, a
+checkpoint on CUDA and in bf16/fp16 (`--device`, `--dtype`; .pt2 packages: test_aoti.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import onnx
 import pytest
 
 import nextvit
-from nextvit.export import ExportError, load_source
+from nextvit.export import load_source
+from nextvit.loading import LoadError
 from nextvit.predict import PredictError, load_predictor, predict_images
 from nextvit.synthetic import SHAPE_CLASSES, make_classification_dataset
 
@@ -179,7 +181,7 @@ def test_one_loading_path_refuses_a_kv_pool_conflict(tiny_calibrated, tmp_path):
     path = nextvit.save_checkpoint(model, tmp_path / "pool2d.safetensors")
     with pytest.raises(ValueError, match="trained with kv_pool='2d'"):
         nextvit.create_model("nextvit_tiny", checkpoint_path=path, num_classes=10, kv_pool="1d")
-    with pytest.raises(ExportError, match="trained with kv_pool='2d'") as info:
+    with pytest.raises(LoadError, match="trained with kv_pool='2d'") as info:
         load_source("nextvit_tiny", path, image_size=64, kv_pool="1d")
     assert info.value.param == "kv_pool"
     assert load_source("nextvit_tiny", path, image_size=64).kv_pool == "2d"  # the checkpoint's, when unset
@@ -242,3 +244,189 @@ def test_predictor_checks_its_outputs(artifacts, shapes):
     predictor.run = lambda x: np.zeros((len(x), 3), np.float32)  # a model that returns the wrong width
     with pytest.raises(ValueError, match="expected \\(batch, 10\\)"):
         predict_images(predictor, sorted((shapes / "val").rglob("*.png"))[:2])
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input: lone checkpoints, malformed sidecars, failed runs, huge images, --help
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def predict_script(import_script):
+    return import_script("deployment", "predict")
+
+
+@pytest.fixture(scope="module")
+def lone_training_checkpoint(tiny_calibrated, tmp_path_factory) -> Path:
+    """A checkpoint.pth of classification/main.py copied alone: no config.json, its own args inside."""
+    import torch
+
+    path = tmp_path_factory.mktemp("lone") / "checkpoint.pth"
+    args = dict(model="nextvit_tiny", input_size=64, crop_pct=0.875, kv_pool="1d", lr=5e-4)
+    torch.save(dict(model=tiny_calibrated.state_dict(), epoch=0, args=args), path)
+    return path
+
+
+def test_a_lone_training_checkpoint_predicts_and_exports_at_its_own_size(
+    lone_training_checkpoint, run_folder, shapes, predict_script, capsys, tmp_path
+):
+    image = str(next((shapes / "val").rglob("*.png")))
+    ckpt = str(lone_training_checkpoint)
+    assert predict_script.main([ckpt, image, "--image-size", "64"]) == 0  # once a traceback (nextvit_small assumed)
+    assert predict_script.main([ckpt, image]) == 0
+    err = capsys.readouterr().err
+    assert "nextvit_tiny (its training args), input 64x64 (its training args)" in err
+    run("export_onnx.py", "--checkpoint", ckpt, "--output", tmp_path / "lone.onnx", cwd=tmp_path)
+    record = json.loads((tmp_path / "lone.onnx.json").read_text())
+    assert record["model"] == "nextvit_tiny" and record["input"]["shape"] == [1, 3, 64, 64]  # not 224
+    args = "its training args"
+    assert record["decided_from"] == dict(
+        variant=args, input_size=args, kv_pool=args, num_classes="the weights' classifier"
+    )
+    err = run("export_onnx.py", "--checkpoint", ckpt, "--model", "nextvit_small", cwd=tmp_path, expect=2).stderr
+    assert err.startswith("error: --model nextvit_small: the weights of") and "are a nextvit_tiny" in err
+    assert len(err.strip().splitlines()) == 1  # no key lists
+
+
+def test_predict_names_its_own_model_flag(lone_training_checkpoint, shapes, predict_script, capsys):
+    image = str(next((shapes / "val").rglob("*.png")))
+    with pytest.raises(SystemExit) as exit_info:
+        predict_script.main([str(lone_training_checkpoint), image, "--model-name", "foo"])
+    assert exit_info.value.code == 2 and "--model-name: invalid choice: 'foo'" in capsys.readouterr().err
+    assert predict_script.main([str(lone_training_checkpoint), image, "--model-name", "nextvit_small"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --model-name nextvit_small: the weights of" in err and "--model " not in err
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        (dict(class_names="abcdefghij"), "class_names must be a list of strings"),
+        (dict(preprocessing=dict(center_crop="64")), "center_crop '64' takes one size"),
+    ],
+)
+def test_a_malformed_sidecar_is_refused(artifacts, shapes, predict_script, capsys, tmp_path, changes, message):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(artifacts["onnx"].read_bytes())
+    record = json.loads(Path(str(artifacts["onnx"]) + ".json").read_text())
+    Path(str(model) + ".json").write_text(json.dumps(dict(record, **changes)))
+    assert predict_script.main([str(model), str(next((shapes / "val").rglob("*.png")))]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "m.onnx.json" in err and "Traceback" not in err
+
+
+def test_a_failed_run_leaves_no_misleading_output(artifacts, shapes, predict_script, capsys, tmp_path):
+    good = [str(p) for p in sorted((shapes / "val" / "circle").glob("*.png"))]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(Path(good[0]).read_bytes()[:60])
+    out = tmp_path / "p.csv"
+    partial = tmp_path / ".p.csv.partial"
+    common = [str(artifacts["onnx"]), "--output", str(out), "--batch-size", "1", "--quiet"]
+    assert predict_script.main([*common[:1], str(broken), *good, *common[1:]]) == 2  # fails before any prediction
+    err = capsys.readouterr().err
+    assert "cannot read image" in err and "partial" not in err and not out.exists() and not partial.exists()
+    assert predict_script.main([*common[:1], *good, str(broken), *common[1:]]) == 2  # fails after two
+    err = capsys.readouterr().err
+    assert f"the 2 prediction(s) made before the failure are in {partial}" in err and not out.exists()
+    assert len(partial.read_text().splitlines()) == 3  # the header and two rows
+    partial.unlink()
+    assert predict_script.main([*common[:1], str(broken), *common[1:], "--skip-corrupt"]) == 2  # nothing readable
+    err = capsys.readouterr().err
+    assert "none of the 1 image(s) could be read: nothing was predicted" in err
+    assert not out.exists() and not partial.exists()
+
+
+def test_huge_images_are_refused_naming_the_limit_and_the_flag(artifacts, shapes, predict_script, capsys):
+    image = str(next((shapes / "val").rglob("*.png")))  # 80x80 = 6,400 pixels
+    assert predict_script.main([str(artifacts["onnx"]), image, "--max-image-pixels", "5000"]) == 2
+    err = capsys.readouterr().err
+    assert "80x80 = 6,400 pixels, above the limit of 5,000 (pass --max-image-pixels to lift it)" in err
+    assert predict_script.main([str(artifacts["onnx"]), image, "--max-image-pixels", "6400"]) == 0
+
+
+@pytest.mark.parametrize(
+    "script",
+    ["predict", "quantize", "export_onnx", "export_openvino", "export_coreml_model", "export_tensorrt_engine",
+     "export_aoti", "benchmark"],
+)  # fmt: skip
+def test_help_states_each_default_once(import_script, script):
+    parser = import_script("deployment", script).build_parser()
+    formatter = parser._get_formatter()
+    helps = {a.dest: formatter._expand_help(a) for a in parser._actions if a.help and a.help != "==SUPPRESS=="}
+    doubled = {dest: text for dest, text in helps.items() if text.count("(default") > 1 or "(default: None)" in text}
+    assert not doubled
+    batch = helps.get("batch_size") or helps["batch_sizes"]
+    assert "(default: 1)" in batch or "(default: 16)" in batch or "(default: [1, 8])" in batch  # still filled in
+    assert "(default: None)" not in parser.format_help()
+
+
+# --------------------------------------------------------------------------------------------
+# --device and --dtype
+# --------------------------------------------------------------------------------------------
+
+
+def _agreement(reference, predictions, max_probability_diff: float) -> float:
+    """The share of images whose top-1 agrees; every class probability within `max_probability_diff`."""
+    assert [p.path for p in predictions] == [p.path for p in reference] and reference
+    for a, b in zip(reference, predictions):
+        by_class = dict(zip(a.indices, a.probabilities))
+        worst = max(abs(by_class[i] - p) for i, p in zip(b.indices, b.probabilities))
+        assert worst <= max_probability_diff, (a.path, worst)
+    return float(np.mean([a.indices[0] == b.indices[0] for a, b in zip(reference, predictions)]))
+
+
+def test_bf16_checkpoint_on_the_cpu_agrees_with_fp32(run_folder, shapes):
+    """bf16 on the calibrated tiny model: measured top-1 agreement 20/20 and probabilities within 0.013 of fp32
+    (an AVX512-BF16 CPU); a model cast wrongly (no cast of its input, fp32 weights left) fails to run or drifts."""
+    images = sorted((shapes / "val").rglob("*.png"))
+    ckpt = run_folder / "model.safetensors"
+    reference, _ = predict_images(load_predictor(ckpt), images, topk=10)
+    predictor = load_predictor(ckpt, dtype="bf16", device="cpu")
+    assert predictor.device == "cpu" and "CPU, bf16" in predictor.runtime
+    got, _ = predict_images(predictor, images, batch_size=7, topk=10)
+    assert _agreement(reference, got, max_probability_diff=0.05) >= 0.9
+
+
+def test_device_and_dtype_are_refused_where_they_do_not_apply(artifacts):
+    for kind in ("onnx", "openvino", "int8"):
+        with pytest.raises(PredictError, match="--device cuda: .* runs on the CPU here") as info:
+            load_predictor(artifacts[kind], device="cuda")
+        assert info.value.flag == "--device" and not info.value.unavailable
+        with pytest.raises(PredictError, match="--dtype fp16: .* computes in the precision it was exported in"):
+            load_predictor(artifacts[kind], dtype="fp16")
+    assert load_predictor(artifacts["onnx"], device="cpu").device == "cpu"
+    assert load_predictor(artifacts["onnx"], device="auto").device == "cpu"  # auto: where the kind runs
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_cuda_asked_without_a_gpu_is_one_line_and_exit_code_3(run_folder, shapes, predict_script, capsys):
+    image = str(next((shapes / "val").rglob("*.png")))
+    ckpt = str(run_folder / "model.safetensors")
+    assert predict_script.main([ckpt, image, "--device", "cuda", "--dtype", "fp16"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --device cuda: no CUDA device here"), err
+    assert predict_script.main([ckpt, image, "--device", "auto"]) == 0  # auto: the CPU here
+    assert "(folded, CPU, fp32)" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_fp16_checkpoint_agrees_with_the_cpu(run_folder, shapes, tmp_path):
+    """The script on CUDA in fp16 against fp32 on the CPU. The calibrated tiny model measured fp16 logit
+    cosine 0.99998 against fp32 (test_aoti.py) and probabilities within 0.002 in fp16 on the CPU."""
+    ckpt = run_folder / "model.safetensors"
+    for device, dtype in (("cpu", "fp32"), ("cuda", "fp16")):
+        result = run("predict.py", ckpt, shapes / "val", "--device", device, "--dtype", dtype, "--topk", "10",
+                     "--batch-size", "7", "--output", tmp_path / f"{device}.jsonl", cwd=tmp_path)  # fmt: skip
+        assert "images/s" in result.stderr
+    assert f"CUDA, {__import__('torch').cuda.get_device_name()}, fp16, channels_last" in result.stderr
+    rows = {}
+    for device in ("cpu", "cuda"):
+        lines = [json.loads(line) for line in (tmp_path / f"{device}.jsonl").read_text().splitlines()]
+        rows[device] = [(r["path"], [t["index"] for t in r["topk"]], [t["probability"] for t in r["topk"]])
+                        for r in lines]  # fmt: skip
+    assert [r[0] for r in rows["cpu"]] == [r[0] for r in rows["cuda"]] and len(rows["cpu"]) == 20
+    agree = np.mean([a[1][0] == b[1][0] for a, b in zip(rows["cpu"], rows["cuda"])])
+    assert agree >= 0.9, agree
+    for (_, idx_a, prob_a), (_, idx_b, prob_b) in zip(rows["cpu"], rows["cuda"]):
+        by_class = dict(zip(idx_a, prob_a))
+        assert max(abs(by_class[i] - p) for i, p in zip(idx_b, prob_b)) <= 0.02

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nextvit.images import IMAGE_SUFFIXES, ImageFileError, collect_images, find_images, open_rgb
-from nextvit.preprocess import CROP_PCT, ConfigError, Preprocessing, training_config
+from nextvit.images import IMAGE_SUFFIXES, ImageFileError, ImageReader, collect_images, find_images, open_rgb
+from nextvit.preprocess import CROP_PCT, ConfigError, Preprocessing, image_size_hw
+from nextvit.records import SidecarRecord, preprocessing_block
 
 CASES = [  # (crop size, image width, height, crop_pct, interpolation)
     (64, 100, 80, 0.875, "bicubic"),
@@ -50,8 +51,8 @@ def test_shapes_defaults_and_record_round_trip():
     prep = Preprocessing(64)
     assert prep.input_size == (64, 64) and prep.crop_pct == CROP_PCT == 0.875 and prep.resize_shorter_side == 73
     assert Preprocessing(224).resize_shorter_side == 256 and Preprocessing(384).resize_shorter_side == 438
-    record = json.loads(json.dumps(prep.to_record()))
-    assert Preprocessing.from_record(record) == prep
+    block = json.loads(json.dumps(preprocessing_block(prep)))
+    assert SidecarRecord.from_json(dict(preprocessing=block), "x.json").preprocessing == prep
     x = prep.array(noise_image(90, 70).convert("L"))  # grey images are converted to RGB
     assert x.shape == (3, 64, 64) and x.dtype == np.float32
     changed = prep.override(input_size=[96], crop_pct=1.0)
@@ -73,18 +74,15 @@ def test_bad_settings_are_refused(kwargs, match):
         Preprocessing(64, **kwargs)
 
 
-def test_training_config_is_read_or_refused_by_name(tmp_path):
-    ckpt = tmp_path / "model.safetensors"
-    assert training_config(ckpt) == {} and training_config(None) == {}
-    (tmp_path / "config.json").write_text('{"input_size": 64, "class_names": ["a", "b"]}')
-    assert training_config(ckpt)["class_names"] == ["a", "b"]
-    assert Preprocessing.from_config(training_config(ckpt)) == Preprocessing(64)
-    (tmp_path / "config.json").write_text("{not json")
-    with pytest.raises(ConfigError, match="config.json: not a readable JSON file"):
-        training_config(ckpt)
-    (tmp_path / "config.json").write_text('{"class_names": "abc"}')
-    with pytest.raises(ConfigError, match="class_names must be a list"):
-        training_config(ckpt)
+def test_one_reader_of_sizes_refuses_strings_and_small_sides():
+    assert image_size_hw(64) == (64, 64) and image_size_hw([64]) == (64, 64) and image_size_hw((64, 96)) == (64, 96)
+    for bad in ("64", ["6", "4"], [64, 64, 64], [], 64.0, True, None):
+        with pytest.raises(ConfigError, match="one size"):
+            image_size_hw(bad)
+    with pytest.raises(ConfigError, match="at least 32 pixels"):
+        image_size_hw([64, 16], 32)
+    with pytest.raises(ConfigError, match="input_size '64'"):
+        Preprocessing("64")
 
 
 def make_tree(root):
@@ -116,6 +114,18 @@ def test_collect_images_from_files_folders_and_patterns(tmp_path):
         collect_images([str(tmp_path / "*.jpg")])
 
 
+def test_a_gif_is_refused_named_or_found(tmp_path):
+    """The same suffixes whether a file is named or found in a folder: ImageFolder (training) skips GIFs."""
+    make_tree(tmp_path)
+    gif = tmp_path / "a" / "anim.gif"
+    noise_image(40, 40).save(gif)
+    assert gif not in collect_images([tmp_path / "a"])
+    with pytest.raises(ImageFileError, match="anim.gif: not an image file this reads"):
+        collect_images([gif])
+    with pytest.raises(ImageFileError, match="notes.txt: not an image file"):
+        collect_images([tmp_path / "a" / "notes.txt"])
+
+
 def test_open_rgb_names_an_unreadable_file(tmp_path):
     make_tree(tmp_path)
     broken = tmp_path / "broken.png"
@@ -123,3 +133,53 @@ def test_open_rgb_names_an_unreadable_file(tmp_path):
     with pytest.raises(ImageFileError, match=f"cannot read image {broken}"):
         open_rgb(broken)
     assert open_rgb(tmp_path / "a" / "a0.png").mode == "RGB"
+
+
+def test_16_bit_grey_is_scaled_not_clipped_to_white(tmp_path):
+    ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)  # 0 .. 65520
+    path = tmp_path / "deep.png"
+    Image.fromarray(ramp).save(path)
+    with Image.open(path) as raw:
+        assert raw.mode.startswith("I")  # what PIL reads a 16-bit PNG as
+    rgb = np.asarray(open_rgb(path))
+    expected = np.round(ramp / 257).astype(np.uint8)
+    assert rgb.shape == (64, 64, 3) and np.array_equal(rgb[..., 0], expected) and np.array_equal(rgb[..., 2], expected)
+    assert rgb.min() == 0 and rgb.max() == 255 and 100 < rgb.mean() < 155  # PIL's convert gives 255 almost everywhere
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A phone photo stored sideways with an orientation tag is read upright."""
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, :20] = 255  # stored: 40 wide, 20 high, white on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(pixels).save(path, exif=exif, quality=95)
+    upright = np.asarray(open_rgb(path))
+    assert upright.shape == (40, 20, 3)  # 20 wide, 40 high
+    assert upright[:15].mean() > 200 and upright[-15:].mean() < 50  # the white half is now on top
+
+
+def test_huge_images_are_refused_before_decoding_with_the_limit_and_flag(tmp_path):
+    path = tmp_path / "big.png"
+    Image.new("L", (300, 200)).save(path)
+    with pytest.raises(
+        ImageFileError, match=r"300x200 = 60,000 pixels, above the limit of 50,000 \(pass --max-image-pixels"
+    ):
+        open_rgb(path, max_pixels=50_000)
+    assert open_rgb(path, max_pixels=60_000).size == (300, 200)
+    assert open_rgb(path).size == (300, 200)  # no limit unless one is given
+
+
+def test_image_reader_stops_or_skips_and_counts(tmp_path):
+    make_tree(tmp_path)
+    good = tmp_path / "a" / "a0.png"
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(good.read_bytes()[:50])
+    strict = ImageReader(Preprocessing(32).array)
+    assert strict(good).shape == (3, 32, 32)
+    with pytest.raises(ImageFileError, match="pass --skip-corrupt"):
+        strict(broken)
+    lenient = ImageReader(Preprocessing(32).array, skip_corrupt=True, max_pixels=1000)
+    assert lenient(broken) is None and lenient(good) is None  # 40x40 is above 1000 pixels
+    assert lenient.skipped == [str(broken), str(good)]

@@ -169,3 +169,31 @@ def test_image_folder_helpers(shapes, tmp_path):
         find_images(tmp_path / "missing", flag="--calib-dir")
     x = Preprocessing(64)(picked[0])
     assert x.shape == (3, 64, 64) and x.dtype == np.float32 and -3 < x.mean() < 3
+
+
+def test_a_corrupt_image_stops_quantization_or_is_skipped_and_counted(
+    import_script, shapes, tiny_checkpoint, tmp_path, capsys
+):
+    import shutil
+
+    calib, val = tmp_path / "calib", tmp_path / "val"
+    shutil.copytree(shapes / "train", calib)
+    shutil.copytree(shapes / "val", val)
+    for folder in (calib, val):
+        good = next((folder / "circle").glob("*.png"))
+        (folder / "circle" / "broken.png").write_bytes(good.read_bytes()[:60])
+    script = import_script("deployment", "quantize")
+    output = tmp_path / "q.onnx"
+    base = ["--checkpoint", str(tiny_checkpoint), "--image-size", "64", "--calib-dir", str(calib),
+            "--calib-images", "40", "--eval-dir", str(val), "--max-drop", "100", "--latency-runs", "0",
+            "--output", str(output)]  # fmt: skip
+    assert script.main(base) == 2
+    err = capsys.readouterr().err
+    assert "cannot read image" in err and "broken.png" in err and "--skip-corrupt" in err and "Traceback" not in err
+    assert not output.exists()
+    assert script.main([*base, "--skip-corrupt"]) == 0
+    assert "skipped 2 unreadable image(s)" in capsys.readouterr().err
+    record = json.loads(output.with_name(output.name + ".json").read_text())
+    assert record["skipped_images"]["count"] == 2
+    assert record["quantization"]["calibration_images"] == 24  # 30 readable, in equal batches of 8
+    assert record["accuracy"]["images"] == 20 and record["accuracy"]["skipped"] == 1

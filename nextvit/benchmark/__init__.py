@@ -3,7 +3,7 @@ command line): the machine and its compute floor (`machine`), what is timed (`ru
 isolation (`workers`) and the reports (`report`)."""
 
 from .machine import ISA_FLAGS, floor_ms, gemm_gflops, machine_info
-from .report import ACCURACY, draw_chart, markdown_table, write_csv
+from .report import ACCURACY, draw_chart, markdown_table, write_csv, write_json, write_markdown
 from .runners import DEFAULT_MODES, DTYPES, MODES, Timed, base_name, build_model, combination_exists, make_timed
 from .workers import WorkerTimed, start_worker
 
@@ -16,6 +16,8 @@ __all__ = [
     "draw_chart",
     "markdown_table",
     "write_csv",
+    "write_json",
+    "write_markdown",
     "DEFAULT_MODES",
     "DTYPES",
     "MODES",

@@ -14,7 +14,7 @@ import torch
 
 from ..export.record import git_commit
 
-__all__ = ["ISA_FLAGS", "machine_info", "gemm_gflops", "floor_ms"]
+__all__ = ["ISA_FLAGS", "machine_info", "gemm_gflops", "floor_ms", "significant", "format_ms"]
 
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
@@ -90,8 +90,28 @@ def gemm_gflops(
     return 2 * n**3 / best / 1e9
 
 
+def significant(value: float, digits: int = 3) -> float:
+    """`value` rounded to `digits` significant digits: a GPU's floor is microseconds, which a fixed
+    number of decimals of a millisecond rounds to 0."""
+    return float(f"{value:.{digits}g}")
+
+
 def floor_ms(flops: float, batch: int, gflops_rate: float | None) -> float | None:
-    """The compute floor of one batch in ms, or None where it is unknown (no FLOPs count, no rate)."""
+    """The compute floor of one batch in ms (3 significant digits), or None where it is unknown (no FLOPs
+    count, no rate)."""
     if not flops or not gflops_rate:
         return None
-    return round(2 * flops * batch / (gflops_rate * 1e9) * 1e3, 2)
+    return significant(2 * flops * batch / (gflops_rate * 1e9) * 1e3)
+
+
+def format_ms(ms: float | None) -> str:
+    """A duration for a report line, readable from nanoseconds to minutes: '68.4 ms', '1.12 ms', '4.12 us'."""
+    if ms is None:
+        return "n/a"
+    if ms >= 100:
+        return f"{ms:.0f} ms"
+    if ms >= 1:
+        return f"{ms:.3g} ms"
+    if ms >= 1e-3:
+        return f"{ms * 1e3:.3g} us"
+    return f"{ms * 1e6:.3g} ns"

@@ -1,13 +1,27 @@
-"""A benchmark's results as a CSV file, a Markdown table and a latency-accuracy chart."""
+"""A benchmark's results as JSON, a CSV file, a Markdown table and a latency-accuracy chart, each
+written atomically (`nextvit.files`): an interrupted run never leaves a truncated result behind, nor
+destroys the one it would have replaced."""
 
 from __future__ import annotations
 
 import csv
+import json
+import os
 from pathlib import Path
 
+from ..files import atomic_write, atomic_write_bytes
 from .runners import base_name
 
-__all__ = ["ACCURACY", "MIN_COSINE", "write_csv", "draw_chart", "markdown_table", "fastest_accurate"]
+__all__ = [
+    "ACCURACY",
+    "MIN_COSINE",
+    "write_json",
+    "write_csv",
+    "write_markdown",
+    "draw_chart",
+    "markdown_table",
+    "fastest_accurate",
+]
 
 # ImageNet-1K top-1 (%) at 224 of the published weights, for the latency-accuracy chart; the
 # benchmark itself times random weights of the same architectures.
@@ -41,21 +55,38 @@ def fastest_accurate(result: dict, min_cosine: float = MIN_COSINE) -> list[dict]
     return picks
 
 
-def write_csv(result: dict, path: Path) -> None:
+def write_json(result: dict, path: str | os.PathLike) -> Path:
+    """The whole result (rows, machine, command) as indented JSON."""
+    return atomic_write_bytes(path, (json.dumps(result, indent=2) + "\n").encode())
+
+
+def write_markdown(result: dict, path: str | os.PathLike) -> Path:
+    """`markdown_table` of the result."""
+    return atomic_write_bytes(path, markdown_table(result).encode())
+
+
+def write_csv(result: dict, path: str | os.PathLike) -> Path:
+    """One row per measurement, with the machine and versions on every row."""
     info = result["machine"]
     provenance = dict(cpu=info["cpu"], gpu=info.get("gpu", ""), torch_threads=info["torch_threads"],
                       torch=info["versions"]["torch"], onnxruntime=info["versions"].get("onnxruntime", ""),
                       timm=info["versions"].get("timm", ""), commit=info["git_commit"], date=info["date"])  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[*result["rows"][0], *provenance])
-        writer.writeheader()
-        for row in result["rows"]:
-            writer.writerow(row | provenance)
+    # every key of any row (some only on some rows: a baseline's ratio, the compile mode on CUDA)
+    fields = list(dict.fromkeys(key for row in result["rows"] for key in row))
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=[*fields, *provenance])
+            writer.writeheader()
+            for row in result["rows"]:
+                writer.writerow(row | provenance)
+
+    return atomic_write(path, write)
 
 
-def draw_chart(result: dict, path: Path, mode: str) -> None:
-    """Top-1 (published) against latency (measured here) at batch 1, the smallest input size."""
+def draw_chart(result: dict, path: str | os.PathLike, mode: str) -> Path:
+    """Top-1 (published) against latency (measured here) at batch 1, the smallest input size, as an image
+    in the format of `path`'s suffix (PNG, SVG, PDF)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,21 +118,31 @@ def draw_chart(result: dict, path: Path, mode: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    path = Path(path)
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png"))
+    finally:
+        plt.close(fig)
+
+
+def _ms_cell(ms: float) -> str:
+    """A latency with a tenth of a millisecond on CPUs and 3 significant digits below 10 ms (GPU rows)."""
+    return f"{ms:.3g}" if ms < 10 else f"{ms:.1f}"
 
 
 def markdown_table(result: dict) -> str:
     """A table per input and batch size: a line per model, a column per mode and dtype, each cell the
     median ms and, where a baseline was timed, the ratio to it."""
     info = result["machine"]
-    lines = [f"Measured on {info['cpu']} ({', '.join(info['cpu_isa']) or 'no AVX2'}), {info['torch_threads']} "
+    gpu = f"{info['gpu']} (CUDA {info['versions'].get('cuda', '-')}), host " if info.get("gpu") else ""
+    lines = [f"Measured on {gpu}{info['cpu']} ({', '.join(info['cpu_isa']) or 'no AVX2'}), {info['torch_threads']} "
              f"threads, {info['date'][:10]}; torch {info['versions']['torch']}, onnxruntime "
              f"{info['versions'].get('onnxruntime', '-')}, openvino {info['versions'].get('openvino', '-')}; "
              f"median of timed calls after warm-up, "
              f"{'each runtime in its own process' if result.get('isolation') == 'process' else 'all in one process'}"
-             + (f"; ratios to {result['baseline']}" if result.get("baseline") else "") + "."]  # fmt: skip
+             + (f"; ratios to {result['baseline']}" if result.get("baseline") else "")
+             + (f"; ratios to {result['reference']} in the same mode and dtype"
+                if result.get("reference") and not result.get("baseline") else "") + "."]  # fmt: skip
     groups: dict = {}
     for row in result["rows"]:
         groups.setdefault((row["input_size"], row["batch"]), []).append(row)
@@ -118,8 +159,8 @@ def markdown_table(result: dict) -> str:
                 if not hit:
                     cells.append("")
                     continue
-                ratio = hit[0].get("ratio_to_baseline")
-                cells.append(f"{hit[0]['median_ms']:.1f}" + (f" ({ratio:.2f})" if ratio is not None else ""))
+                ratio = hit[0].get("ratio_to_baseline", hit[0].get("ratio_to_reference"))
+                cells.append(_ms_cell(hit[0]["median_ms"]) + (f" ({ratio:.2f})" if ratio is not None else ""))
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += [
         "",

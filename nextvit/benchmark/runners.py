@@ -1,8 +1,14 @@
-"""What a benchmark times: one model in one mode (eager, folded, compiled, ONNX Runtime, OpenVINO,
-TensorRT) and dtype, as a callable with its input.
+"""What a benchmark times: one model in one mode (eager, folded, compiled, CUDA graph, AOTInductor,
+ONNX Runtime, OpenVINO, TensorRT) and dtype, as a callable with its input.
 
 Models are this package's (`nextvit_small`, ...) or timm's (`timm:<name>`, random weights). The ONNX
-files come from the deployment exporters (`nextvit.export`), made once per model and input shape.
+files and `.pt2` packages come from the deployment exporters (`nextvit.export`), made once per
+model and input shape.
+
+On a GPU a small batch is bound by kernel launches in eager PyTorch (Next-ViT-S, batch 8: about
+10 ms eager, 1.1-1.5 ms as one CUDA graph on an H200), so the CUDA modes that matter for deployment
+remove them: `cudagraph` (the folded model captured once and replayed) and `compile` (inductor, with
+its CUDA-graph replay).
 """
 
 from __future__ import annotations
@@ -24,8 +30,14 @@ __all__ = [
     "ONNX_MODES",
     "DEFAULT_MODES",
     "DTYPES",
+    "CUDA_ONLY_MODES",
+    "COMPILE_MODES",
+    "DEFAULT_COMPILE_MODE",
     "combination_exists",
+    "mode_unavailable",
     "Timed",
+    "cuda_graph_replay",
+    "aoti_artifact",
     "base_name",
     "build_model",
     "fold",
@@ -33,13 +45,30 @@ __all__ = [
     "onnx_artifacts",
     "tensorrt_unavailable",
     "make_timed",
+    "prepare_timed",
 ]
 
 # the modes that run an ONNX export of the folded model (`onnx_artifacts`), int8 ones quantized
 ONNX_MODES = ("onnxruntime", "onnxruntime_int8", "openvino", "openvino_int8")
-MODES = ("eager", "folded", "folded_cl", "compile", *ONNX_MODES, "tensorrt")
+MODES = ("eager", "folded", "folded_cl", "compile", "cudagraph", "aoti", *ONNX_MODES, "tensorrt")
 DEFAULT_MODES = ("eager", "folded", "folded_cl", "compile", "onnxruntime")
+CUDA_ONLY_MODES = ("cudagraph",)  # and tensorrt, skipped with its reason (`tensorrt_unavailable`)
+# the modes PyTorch itself runs on the GPU: timed by CUDA events on the current stream
+EVENT_TIMED_MODES = ("eager", "folded", "folded_cl", "compile", "cudagraph", "aoti")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+AOTI_DTYPE_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+# `compile` on CUDA: inductor's options per torch.compile mode name. "reduce-overhead" replays the
+# compiled graph as a CUDA graph (inductor's default kernels: 1.12 ms for Next-ViT-S fp16 batch 8 on an
+# H200, against 6.98 ms compiled without graph replay); "max-autotune" also searches kernel
+# configurations (minutes of compilation per model and shape). Freezing (weights as constants) is
+# added to each. On the CPU `compile` is inductor with freezing alone.
+COMPILE_MODES = {
+    "reduce-overhead": {"triton.cudagraphs": True},
+    "max-autotune": {"max_autotune": True, "triton.cudagraphs": True},
+    "default": {},
+}
+DEFAULT_COMPILE_MODE = "reduce-overhead"
 
 
 def combination_exists(mode: str, dtype: str) -> bool:
@@ -54,13 +83,31 @@ def combination_exists(mode: str, dtype: str) -> bool:
     return True
 
 
-class Timed:
-    """A callable under test plus its input, timed one call at a time."""
+def mode_unavailable(mode: str, device: str) -> str | None:
+    """Why `mode` cannot run on `device` at all, or None."""
+    if mode in CUDA_ONLY_MODES and device != "cuda":
+        return f"{mode} runs on a CUDA GPU (--device cuda)"
+    if mode.startswith("openvino") and device != "cpu":
+        return "OpenVINO is timed on the CPU only"
+    return None
 
-    def __init__(self, name: str, fn: Callable, x, sync: Callable[[], None] | None = None) -> None:
+
+class Timed:
+    """A callable under test plus its input, timed one call at a time.
+
+    With `cuda_events` a call is timed by CUDA events recorded around it on the current stream (the
+    GPU's time from the first launch to the last kernel's end, launch gaps included), otherwise by the
+    wall clock up to `sync()`. `prepare_s` is the time spent before timing (building, exporting,
+    compiling, capturing, warming up), reported apart from the latency."""
+
+    def __init__(self, name: str, fn: Callable, x, sync: Callable[[], None] | None = None,
+                 cuda_events: bool = False) -> None:  # fmt: skip
         self.name, self.fn, self.x, self.sync = name, fn, x, sync
+        self.cuda_events = cuda_events
         self.times: list[float] = []
         self.cosine: float | None = None  # the output check (`output_cosine`), once made
+        self.prepare_s: float | None = None
+        self.note: str | None = None  # what the mode did differently here (e.g. no graph capture)
 
     def warm(self, n: int) -> None:
         for _ in range(n):
@@ -69,6 +116,14 @@ class Timed:
             self.sync()
 
     def time_once(self) -> None:
+        if self.cuda_events:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            self.fn(self.x)
+            end.record()
+            end.synchronize()
+            self.times.append(start.elapsed_time(end) / 1e3)
+            return
         start = time.perf_counter()
         self.fn(self.x)
         if self.sync:
@@ -79,11 +134,14 @@ class Timed:
         ms = sorted(t * 1e3 for t in self.times)
         q = statistics.quantiles(ms, n=4) if len(ms) > 1 else [ms[0]] * 3
         return dict(
-            median_ms=round(statistics.median(ms), 3),
-            p25_ms=round(q[0], 3),
-            p75_ms=round(q[2], 3),
-            min_ms=round(ms[0], 3),
+            median_ms=round(statistics.median(ms), 4),
+            p25_ms=round(q[0], 4),
+            p75_ms=round(q[2], 4),
+            min_ms=round(ms[0], 4),
             runs=len(ms),
+            clock="cuda events" if self.cuda_events else "wall",
+            prepare_s=None if self.prepare_s is None else round(self.prepare_s, 2),
+            note=self.note,
             output_cosine=None if self.cosine is None else round(self.cosine, 6),
         )
 
@@ -119,18 +177,87 @@ def fold(spec: str, model: torch.nn.Module) -> torch.nn.Module:
     return reparameterize_model(copy.deepcopy(model))
 
 
-def _torch_fn(model, x, channels_last=False, compile_model=False):
+def _torch_fn(model, x, channels_last=False, compile_model=False, compile_options: dict | None = None):
+    """Eager or compiled PyTorch. `compile_options` are inductor's (on top of freezing, which puts the
+    weights into the graph as constants for this compile only); with "triton.cudagraphs" each call
+    marks a new step, so the replayed graph may reuse the last call's output memory."""
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    if compile_model:  # weights frozen into the graph as constants, for this compile only
-        model = torch.compile(model, options={"freezing": True})
+    graphs = False
+    if compile_model:
+        options = {"freezing": True, **(compile_options or {})}
+        graphs = bool(options.get("triton.cudagraphs"))
+        model = torch.compile(model, options=options)
 
     def run(inp):
         with torch.inference_mode() if not compile_model else torch.no_grad():
+            if graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             return model(inp)
 
     return run, x
+
+
+def cuda_graph_replay(fn: Callable, x: torch.Tensor, warmup: int = 3) -> Callable:
+    """`fn` on a static copy of `x`, captured once as a CUDA graph and replayed.
+
+    Each call copies its input into the static buffer (as serving code would copy a new batch) and
+    replays the graph; it returns the static output, overwritten by the next call. Warm-up runs on a
+    side stream first (cuDNN picks its algorithms and the allocator fills there, not in the graph)."""
+    static_x = x.clone()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream), torch.inference_mode():
+        for _ in range(warmup):
+            fn(static_x)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.inference_mode(), torch.cuda.graph(graph):
+        static_out = fn(static_x)
+
+    def run(inp):
+        static_x.copy_(inp)
+        graph.replay()
+        return static_out
+
+    return run
+
+
+def _cudagraph_fn(model, x):
+    """The folded model in channels_last, captured once as a CUDA graph (`cuda_graph_replay`)."""
+    model = model.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
+    return cuda_graph_replay(model, x), x
+
+
+def aoti_artifact(spec: str, model, dtype: str, x: torch.Tensor, workdir: Path, device: str) -> Path:
+    """The `.pt2` package of the folded model that deployment/export_aoti.py would write (float32
+    interface, computing in `dtype`, static batch), made once per model, shape, dtype and device."""
+    from ..export.aoti import CastedModel, compile_package, export_program
+
+    tag = f"{spec.replace(':', '_')}_{x.shape[0]}x{x.shape[2]}x{x.shape[3]}_{device}_{AOTI_DTYPE_NAMES[dtype]}"
+    path = workdir / f"{tag}.pt2"
+    if not path.exists():
+        module = CastedModel(fold(spec, model), DTYPES[dtype]).to(device).eval()
+        compile_package(export_program(module, x.to(device), dynamic_batch=False), path)
+    return path
+
+
+def _aoti_fn(path: Path, x: torch.Tensor, device: str):
+    """A `.pt2` package as a user loads it; on CUDA its calls are captured as a CUDA graph too (the
+    package is loaded for single-threaded use, which allows it), or run as they are where capture fails."""
+    runner = torch._inductor.aoti_load_package(str(path), run_single_threaded=device == "cuda")
+    inp = x.to(device)
+    if device != "cuda":
+        return runner, inp, None
+    try:
+        return cuda_graph_replay(runner, inp), inp, "package calls replayed as a CUDA graph"
+    except Exception as err:  # noqa: BLE001 - timed without graph replay instead, and said so
+        why = f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
+        torch.cuda.synchronize()
+        runner = torch._inductor.aoti_load_package(str(path))
+        return runner, inp, f"no CUDA graph ({why})"
 
 
 def ort_bound_run(session, x: torch.Tensor) -> Callable:
@@ -235,15 +362,24 @@ def _tensorrt_fn(model, x, workdir: Path, tag: str, fp16: bool):
     return (lambda _: runner.run_async()), None
 
 
-def make_timed(spec: str, model, mode: str, dtype: str, x: torch.Tensor, workdir: Path, device: str) -> Timed | None:
+def make_timed(spec: str, model, mode: str, dtype: str, x: torch.Tensor, workdir: Path, device: str,
+               compile_mode: str = DEFAULT_COMPILE_MODE) -> Timed | None:  # fmt: skip
     """One model in one mode, ready to time; None where the combination does not exist."""
     sync = torch.cuda.synchronize if device == "cuda" else None
+    events = device == "cuda" and mode in EVENT_TIMED_MODES
     tag = spec.replace(":", "_")
     if not combination_exists(mode, dtype):
         return None
+    why = mode_unavailable(mode, device)
+    if why:
+        raise RuntimeError(why)
+    if mode == "aoti":  # the package takes float32 whatever it computes in
+        path = aoti_artifact(spec, model, dtype, x, workdir, device)
+        fn, inp, note = _aoti_fn(path, x, device)
+        timed = Timed(spec, fn, inp, sync=sync, cuda_events=events)
+        timed.note = note
+        return timed
     if mode in ONNX_MODES:
-        if device != "cpu" and mode.startswith("openvino"):
-            raise RuntimeError("OpenVINO is timed on the CPU only")
         files = onnx_artifacts(spec, model, mode, x, workdir)
         path = files["int8" if mode.endswith("_int8") else "fp32"]
         if mode.startswith("openvino"):
@@ -258,9 +394,27 @@ def make_timed(spec: str, model, mode: str, dtype: str, x: torch.Tensor, workdir
     # for the next mode, input size and FLOPs count
     net = copy.deepcopy(model) if mode == "eager" else fold(spec, model)
     net = net.to(device=device, dtype=DTYPES[dtype])
-    kwargs = dict(channels_last=mode == "folded_cl", compile_model=mode == "compile")
-    fn, inp = _torch_fn(net, x.to(device=device, dtype=DTYPES[dtype]), **kwargs)
-    return Timed(spec, fn, inp, sync=sync)
+    inp = x.to(device=device, dtype=DTYPES[dtype])
+    if mode == "cudagraph":
+        fn, inp = _cudagraph_fn(net, inp)
+        return Timed(spec, fn, inp, sync=sync, cuda_events=events)
+    on_gpu = device == "cuda"  # compiled on channels_last there, with inductor's options of `compile_mode`
+    kwargs = dict(channels_last=mode == "folded_cl" or (mode == "compile" and on_gpu), compile_model=mode == "compile",
+                  compile_options=COMPILE_MODES[compile_mode] if on_gpu else None)  # fmt: skip
+    fn, inp = _torch_fn(net, inp, **kwargs)
+    return Timed(spec, fn, inp, sync=sync, cuda_events=events)
+
+
+def prepare_timed(spec: str, model, mode: str, dtype: str, x: torch.Tensor, workdir: Path, device: str,
+                  warmup: int, compile_mode: str = DEFAULT_COMPILE_MODE) -> Timed:  # fmt: skip
+    """`make_timed`, warmed up (compiled modes a few calls more: inductor's graph replay records on its
+    second and third calls), with the time that took (`prepare_s`) and its output check."""
+    started = time.perf_counter()
+    timed = make_timed(spec, model, mode, dtype, x, workdir, device, compile_mode)
+    timed.warm(1 + warmup + (2 if mode == "compile" else 0))
+    timed.prepare_s = time.perf_counter() - started
+    timed.cosine = output_cosine(timed, model, x)
+    return timed
 
 
 def _as_array(output):

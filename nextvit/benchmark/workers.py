@@ -8,13 +8,13 @@ from pathlib import Path
 
 import torch
 
-from .runners import Timed, base_name, build_model, make_timed, output_cosine
+from .runners import DEFAULT_COMPILE_MODE, Timed, base_name, build_model, prepare_timed
 
 __all__ = ["WorkerTimed", "start_worker"]
 
 
 def _worker(conn, spec: str, mode: str, dtype: str, size: int, batch: int, workdir: str, device: str,
-            threads: int | None, warmup: int) -> None:  # fmt: skip
+            threads: int | None, warmup: int, compile_mode: str) -> None:  # fmt: skip
     """A worker process: build one (model, mode, dtype), warm it, then time calls when asked."""
     try:
         if threads:
@@ -22,9 +22,9 @@ def _worker(conn, spec: str, mode: str, dtype: str, size: int, batch: int, workd
         shared = build_model(base_name(spec)).state_dict() if spec.startswith("timm:nextvit") else None
         model = build_model(spec, shared)
         x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(size * 1000 + batch))
-        timed = make_timed(spec, model, mode, dtype, x, Path(workdir), device)
-        timed.warm(1 + warmup + (2 if mode == "compile" else 0))
-        conn.send(("ready", output_cosine(timed, model, x)))
+        timed = prepare_timed(spec, model, mode, dtype, x, Path(workdir), device, warmup, compile_mode)
+        conn.send(("ready", dict(cosine=timed.cosine, prepare_s=timed.prepare_s, note=timed.note,
+                                 cuda_events=timed.cuda_events)))  # fmt: skip
     except Exception as err:  # noqa: BLE001 - reported by the parent
         conn.send(("error", f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"))
         return
@@ -41,10 +41,11 @@ def _worker(conn, spec: str, mode: str, dtype: str, size: int, batch: int, workd
 class WorkerTimed:
     """A `Timed` whose model lives in a worker process: `time_once` asks it for one timed call."""
 
-    def __init__(self, name: str, process, conn, cosine: float | None = None) -> None:
+    def __init__(self, name: str, process, conn, cosine: float | None = None, prepare_s: float | None = None,
+                 note: str | None = None, cuda_events: bool = False) -> None:  # fmt: skip
         self.name, self.process, self.conn = name, process, conn
         self.times: list[float] = []
-        self.cosine = cosine
+        self.cosine, self.prepare_s, self.note, self.cuda_events = cosine, prepare_s, note, cuda_events
 
     def time_once(self) -> None:
         self.conn.send(("time", 1))
@@ -61,17 +62,18 @@ class WorkerTimed:
 
 
 def start_worker(spec: str, mode: str, dtype: str, size: int, batch: int, workdir: Path, *, device: str = "cpu",
-                 threads: int | None = None, warmup: int = 5) -> WorkerTimed:  # fmt: skip
+                 threads: int | None = None, warmup: int = 5,
+                 compile_mode: str = DEFAULT_COMPILE_MODE) -> WorkerTimed:  # fmt: skip
     """Start a worker for one (model, mode, dtype) and wait until it is built and warm."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
     process = context.Process(target=_worker, args=(child, spec, mode, dtype, size, batch, str(workdir), device,
-                                                    threads, warmup), daemon=True)  # fmt: skip
+                                                    threads, warmup, compile_mode), daemon=True)  # fmt: skip
     process.start()
     status, payload = parent.recv()
     if status != "ready":
         process.join(timeout=30)
         raise RuntimeError(payload)
-    return WorkerTimed(spec, process, parent, cosine=payload)
+    return WorkerTimed(spec, process, parent, **payload)

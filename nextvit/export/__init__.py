@@ -2,15 +2,17 @@
 
 Every export follows the same steps:
 
-1. `source`: build the variant, load the checkpoint (any layout the package reads, matched by name
-   and shape) and keep that eval-mode model as the reference; the model to export is a folded copy
+1. `source`: load the checkpoint through `nextvit.loading` (any layout the package reads, matched by
+   name and shape; the variant and input size from the flags, config.json, the checkpoint's metadata
+   or its weights) and keep that eval-mode model as the reference; the model to export is a folded copy
    and, for dense tasks, a wrapper returning the four stage outputs (`BackboneFeatures`).
 2. The exporter (`onnx`, `coreml`, `tensorrt` with `trtexec`, `openvino`, `quantize` for int8)
    writes its file atomically (`nextvit.files`): a crash never leaves a half-written model, and an
    existing file at the output path is replaced, never reused.
 3. `verify.compare`: the result against the reference on the same input, the largest absolute
    difference and that difference relative to the largest reference value.
-4. `record`: a JSON sidecar `<output>.json` says what was exported, how, and with what.
+4. `record`: a JSON sidecar `<output>.json` says what was exported, how, and with what (its schema,
+   version and atomic writing: `nextvit.records`).
 
 `cli` is the command-line layer: the shared flags, and library errors (`errors.ExportError`,
 which name parameters, not flags) reported under the script's flags with the shared exit codes:
@@ -19,7 +21,21 @@ which name parameters, not flags) reported under the script's flags with the sha
 This module imports torch and the package only; each exporter's toolkit is imported when used.
 """
 
-from .cli import FLAGS, add_bool_flag, add_source_args, check_source_args, cli_main, parse_bool, source_from_args
+from .cli import (
+    FLAGS,
+    HelpFormatter,
+    add_bool_flag,
+    add_image_reading_args,
+    add_source_args,
+    check_image_reading_args,
+    check_image_size_flag,
+    check_source_args,
+    check_summary,
+    cli_main,
+    parse_bool,
+    report_source,
+    source_from_args,
+)
 from .errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, ExportError
 from .onnx import (
     DEFAULT_OPSET,
@@ -35,7 +51,6 @@ from .onnx import (
 )
 from .record import preprocessing, provenance, sidecar_path, source_record, write_sidecar
 from .source import (
-    CROP_PCT,
     FEATURE_NAMES,
     BackboneFeatures,
     ExportSource,
@@ -52,7 +67,6 @@ __all__ = [
     "EXIT_USAGE",
     "EXIT_UNAVAILABLE",
     "ExportError",
-    "CROP_PCT",
     "FEATURE_NAMES",
     "ExportSource",
     "BackboneFeatures",
@@ -77,10 +91,16 @@ __all__ = [
     "source_record",
     "write_sidecar",
     "FLAGS",
+    "HelpFormatter",
+    "check_image_size_flag",
     "add_bool_flag",
+    "add_image_reading_args",
+    "check_image_reading_args",
     "add_source_args",
     "check_source_args",
     "cli_main",
     "parse_bool",
     "source_from_args",
+    "report_source",
+    "check_summary",
 ]

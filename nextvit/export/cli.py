@@ -7,21 +7,30 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from ..images import MAX_IMAGE_PIXELS
+from ..loading import LoadError
 from ..model import VARIANTS
-from ..preprocess import CROP_PCT, INTERPOLATIONS, ConfigError, training_config
+from ..preprocess import CROP_PCT, INTERPOLATIONS, MIN_IMAGE_SIDE, ConfigError, image_size_hw
+from ..records import read_class_names_file
 from .errors import EXIT_USAGE, ExportError
 from .source import ExportSource, load_source
 
 __all__ = [
     "FLAGS",
+    "HelpFormatter",
+    "check_image_size_flag",
     "parse_bool",
     "add_bool_flag",
     "add_source_args",
     "add_preprocessing_args",
+    "add_image_reading_args",
+    "check_image_reading_args",
     "preprocessing_overrides",
     "read_class_names",
     "check_source_args",
     "source_from_args",
+    "report_source",
+    "check_summary",
     "cli_main",
 ]
 
@@ -46,6 +55,27 @@ FLAGS = {
     "max_drop": "--max-drop",
     "output": "--output",
 }
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` with each flag's default, added only where its help does not already say it and
+    there is one to show (no "(default: ...) (default: None)")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, argparse.SUPPRESS) or isinstance(action.default, bool):
+            return text
+        return super()._get_help_string(action)
+
+
+def check_image_size_flag(parser: argparse.ArgumentParser, sizes: list[int] | None, flag: str = "--image-size") -> None:
+    """Refuse an input size the model cannot take (argparse's exit code 2), naming the flag."""
+    if sizes is None:
+        return
+    try:
+        image_size_hw(sizes, MIN_IMAGE_SIDE)
+    except ConfigError as err:
+        parser.error(f"{flag} {' '.join(map(str, sizes))}: {err}")
 
 
 def parse_bool(value: str | bool) -> bool:
@@ -73,7 +103,8 @@ def add_source_args(parser: argparse.ArgumentParser, checkpoint_optional_with: s
         "--model",
         default=None,
         choices=sorted(VARIANTS),
-        help="variant to export (default: the `arch` of config.json beside --checkpoint, else nextvit_small)",
+        help="variant to export (default: the checkpoint's, from config.json beside it, its metadata or its weights; "
+        "nextvit_small for --random-weights)",
     )
     parser.add_argument("--batch-size", type=int, default=1, help="batch size of the exported input")
     parser.add_argument(
@@ -83,7 +114,7 @@ def add_source_args(parser: argparse.ArgumentParser, checkpoint_optional_with: s
         default=None,
         metavar="SIZE",
         help="input size: one int for a square input, or two (height width), e.g. --image-size 800 1344 "
-        "(default: the input_size of config.json beside --checkpoint, else 224)",
+        "(default: the run's, from config.json beside --checkpoint or the checkpoint's training args, else 224)",
     )
     required = "required unless --random-weights" + (
         f" or {checkpoint_optional_with}" if checkpoint_optional_with else ""
@@ -136,27 +167,46 @@ def add_preprocessing_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_image_reading_args(parser: argparse.ArgumentParser) -> None:
+    """--skip-corrupt and --max-image-pixels: what becomes of an image that cannot be used
+    (`nextvit.images.ImageReader`), for every script that reads image files."""
+    parser.add_argument(
+        "--skip-corrupt", action="store_true", help="skip unreadable images (counted) instead of stopping"
+    )
+    parser.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=MAX_IMAGE_PIXELS,
+        help="refuse (or with --skip-corrupt skip) images with more pixels than this, before decoding them "
+        "(default: PIL's own limit, %(default)s)",
+    )
+
+
+def check_image_reading_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.max_image_pixels < 1:
+        parser.error(f"--max-image-pixels must be at least 1, got {args.max_image_pixels}")
+
+
 def preprocessing_overrides(args: argparse.Namespace) -> dict:
     """The preprocessing settings given on the command line (for `Preprocessing.override`)."""
     return {k: getattr(args, k) for k in ("crop_pct", "interpolation", "mean", "std") if getattr(args, k) is not None}
 
 
 def read_class_names(path: Path | None) -> list[str] | None:
-    """Class names from a text file, one per line (blank lines ignored)."""
+    """Class names from the text file of --class-names (one per line), or None without the flag."""
     if path is None:
         return None
     try:
-        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    except (OSError, UnicodeError) as err:
-        raise ExportError(f"cannot read it ({err})", EXIT_USAGE, param="class_names", value=str(path)) from None
-    if not names:
-        raise ExportError("holds no class names (one per line)", EXIT_USAGE, param="class_names", value=str(path))
-    return names
+        return read_class_names_file(path)
+    except ConfigError as err:
+        raise ExportError(
+            str(err).removeprefix(f"{path}: "), EXIT_USAGE, param="class_names", value=str(path)
+        ) from None
 
 
 def check_source_args(parser: argparse.ArgumentParser, args: argparse.Namespace, *, allow_no_weights: bool = False):
-    """Refuse what cannot be right before any work is done (argparse's exit code 2), and fill in
-    `--model` and `--image-size` from the config.json beside the checkpoint when they are unset."""
+    """Refuse what cannot be right before any work is done (argparse's exit code 2). What the flags
+    leave unset is decided when the checkpoint is loaded (`nextvit.loading`)."""
     if args.checkpoint is not None and args.random_weights:
         parser.error("--checkpoint and --random-weights exclude each other")
     if args.checkpoint is None and not args.random_weights and not allow_no_weights:
@@ -166,25 +216,13 @@ def check_source_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
         )
     if args.checkpoint is not None and not args.checkpoint.is_file():
         parser.error(f"--checkpoint {args.checkpoint}: no such file")
-    try:
-        config = training_config(args.checkpoint)
-    except ConfigError as err:
-        parser.error(f"--checkpoint {args.checkpoint}: {err}")
-    if args.model is None:
-        args.model = config["arch"] if config.get("arch") in VARIANTS else "nextvit_small"
-    if args.image_size is None:
-        size = config.get("input_size", 224)
-        args.image_size = list(size) if isinstance(size, (list, tuple)) else [int(size)]
     if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
         parser.error(f"--crop-pct must be in (0, 1], got {args.crop_pct}")
     if args.class_names is not None and not args.class_names.is_file():
         parser.error(f"--class-names {args.class_names}: no such file")
     if args.batch_size < 1:
         parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
-    if len(args.image_size) not in (1, 2):
-        parser.error(f"--image-size takes one size (square) or two (height width), got {args.image_size}")
-    if min(args.image_size) < 32:
-        parser.error(f"--image-size {' '.join(map(str, args.image_size))}: both sides must be at least 32 pixels")
+    check_image_size_flag(parser, args.image_size)
     if args.num_classes is not None and args.num_classes < 0:
         parser.error(f"--num-classes must be 0 or more, got {args.num_classes}")
     if args.features and args.num_classes:
@@ -208,6 +246,26 @@ def source_from_args(args: argparse.Namespace, input_name: str = "input") -> Exp
     )
 
 
+def report_source(source: ExportSource) -> None:
+    """Say on stderr what was loaded and where each setting came from, and the notes of the load."""
+    if source.checkpoint is None:
+        print("note: exporting random weights (--random-weights): for latency measurements only", file=sys.stderr)
+    elif source.decided_from:
+        h, w = source.image_size
+        where = ", ".join(f"{what.replace('_', ' ')} from {origin}" for what, origin in source.decided_from.items())
+        print(f"note: {source.name} at {h}x{w}, {source.num_classes} classes ({where})", file=sys.stderr)
+    for note in source.notes:
+        print(f"note: {note}", file=sys.stderr)
+
+
+def check_summary(check: dict, exact: bool, min_cosine: float) -> str:
+    """'passed: max abs diff ...' (a float32 artifact) or 'FAILED: logit cosine ...' (a low-precision one)."""
+    verdict = "passed" if check["passed"] else "FAILED"
+    if exact:
+        return f"{verdict}: max abs diff {check['max_abs_diff']:.3g}"
+    return f"{verdict}: logit cosine {check['cosine_min']:.5f} (min {min_cosine})"
+
+
 def cli_main(main: Callable[[], int], flags: dict[str, str] | None = None) -> None:
     """Run a script's main: known failures become one line on stderr and an exit code, not a traceback.
 
@@ -222,7 +280,10 @@ def cli_main(main: Callable[[], int], flags: dict[str, str] | None = None) -> No
     except ExportError as err:
         print(f"error: {err.describe(names)}", file=sys.stderr)
         code = err.exit_code
-    except CheckpointError as err:
+    except LoadError as err:
+        print(f"error: {err.describe(names)}", file=sys.stderr)
+        code = EXIT_USAGE
+    except (CheckpointError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         code = EXIT_USAGE
     except KeyboardInterrupt:

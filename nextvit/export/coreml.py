@@ -205,6 +205,36 @@ def convert_and_check_coreml(
     from PyTorch beyond `TOLERANCES`, None where CoreML cannot run."""
     ct = import_coremltools()
     output = Path(output)
+    _check_coreml_args(source, output, convert_to, input_type)
+    log(f"tracing {source.name} {'features' if source.features else 'classifier'} {list(source.input_shape)}")
+    traced, ct_input, trace_check = _traced(ct, source, input_type)
+    log(f"converting to a CoreML {convert_to} with coremltools {ct.__version__}")
+    start = time.perf_counter()
+    mlmodel = _converted(ct, traced, ct_input, source, convert_to, compute_precision)
+    seconds = time.perf_counter() - start
+    check_spec(describe_spec(mlmodel.get_spec()), source, input_type)
+    save_mlmodel(mlmodel, output)
+    description = describe_spec(ct.models.MLModel(str(output), skip_model_load=True).get_spec())  # as on disk
+    check_spec(description, source, input_type)
+    check = _prediction_check(ct, output, source, input_type, convert_to, compute_precision, warn)
+    check.update(spec="input and output names, types and shapes match", trace=trace_check)
+    record = dict(
+        format=f"coreml {convert_to}",
+        output=output.name,
+        **source_record(source),
+        input_type=input_type,
+        compute_precision=compute_precision if convert_to == "mlprogram" else None,
+        coreml_description=description,
+        exporter="torch.jit.trace + coremltools.convert",
+        conversion_seconds=round(seconds, 2),
+        check=check,
+        **provenance(("coremltools",)),
+    )
+    record["preprocessing"].update(_baked_normalisation(source, input_type))
+    return record
+
+
+def _check_coreml_args(source: ExportSource, output: Path, convert_to: str, input_type: str) -> None:
     suffix = ".mlpackage" if convert_to == "mlprogram" else ".mlmodel"
     if output.suffix != suffix:
         raise ExportError(f"a {convert_to} is saved as {suffix}", EXIT_USAGE, param="output", value=str(output))
@@ -216,6 +246,10 @@ def convert_and_check_coreml(
             value=source.input_shape[0],
         )
 
+
+def _traced(ct, source: ExportSource, input_type: str):
+    """Step 1: the traced module (with the image normalisation in front for an image input), the
+    CoreML input description, and the trace's check against PyTorch (`ExportError` when it differs)."""
     x = source.example_input()
     module = coreml_friendly(source.deploy)
     if input_type == "image":
@@ -229,8 +263,6 @@ def convert_and_check_coreml(
     else:
         traced_input = x
         ct_input = ct.TensorType(name=source.input_name, shape=source.input_shape, dtype=np.float32)
-
-    log(f"tracing {source.name} {'features' if source.features else 'classifier'} {list(source.input_shape)}")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(module, traced_input)
@@ -239,38 +271,35 @@ def convert_and_check_coreml(
     trace_check = compare([t.numpy() for t in traced_out], source.reference_outputs(x), 1e-4, 1e-4)
     if not trace_check["passed"]:
         raise ExportError(f"the traced model differs from PyTorch by {trace_check['max_abs_diff']:.3g}")
+    return traced, ct_input, trace_check
 
-    convert_kwargs = dict(
-        inputs=[ct_input],
-        outputs=[ct.TensorType(name=n) for n in source.output_names],
-        convert_to=convert_to,
-    )
+
+def _converted(ct, traced, ct_input, source: ExportSource, convert_to: str, compute_precision: str):
+    """Step 2: coremltools' conversion, with the model's description and weights' hash in its metadata."""
+    kwargs = dict(inputs=[ct_input], outputs=[ct.TensorType(name=n) for n in source.output_names],
+                  convert_to=convert_to)  # fmt: skip
     if convert_to == "mlprogram":
-        convert_kwargs["compute_precision"] = getattr(ct.precision, compute_precision.upper())
-    log(f"converting to a CoreML {convert_to} with coremltools {ct.__version__}")
-    start = time.perf_counter()
+        kwargs["compute_precision"] = getattr(ct.precision, compute_precision.upper())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        mlmodel = ct.convert(traced, **convert_kwargs)
-    seconds = time.perf_counter() - start
+        mlmodel = ct.convert(traced, **kwargs)
     mlmodel.short_description = f"Next-ViT {source.name} ({'features' if source.features else 'classifier'})"
     mlmodel.user_defined_metadata["nextvit.checkpoint_sha256"] = (source.checkpoint or {}).get("sha256", "random")
-    check_spec(describe_spec(mlmodel.get_spec()), source, input_type)
-    save_mlmodel(mlmodel, output)
-    saved = ct.models.MLModel(str(output), skip_model_load=True)  # check what is on disk
-    description = describe_spec(saved.get_spec())
-    check_spec(description, source, input_type)
+    return mlmodel
 
+
+def _prediction_check(ct, output, source, input_type, convert_to, compute_precision, warn) -> dict:
+    """Step 3: a prediction against PyTorch on macOS; elsewhere, a record of why it was not run."""
     precision = compute_precision if convert_to == "mlprogram" else "float16"
     if sys.platform == "darwin":
-        check = predict_check(ct, output, source, input_type, precision)
-    else:
-        message = f"CoreML prediction needs macOS and cannot be checked on {sys.platform}; the I/O spec was checked"
-        warn(message)
-        check = dict(status=f"not run: {message}", passed=None)
-    check["spec"] = "input and output names, types and shapes match"
-    check["trace"] = trace_check
+        return predict_check(ct, output, source, input_type, precision)
+    message = f"CoreML prediction needs macOS and cannot be checked on {sys.platform}; the I/O spec was checked"
+    warn(message)
+    return dict(status=f"not run: {message}", passed=None)
 
+
+def _baked_normalisation(source: ExportSource, input_type: str) -> dict:
+    """What the sidecar's preprocessing block adds: the normalisation an image input carries inside."""
     prep = dict(baked_into_model=input_type == "image")
     if input_type == "image":
         mean, std = _mean_std(source)
@@ -281,17 +310,4 @@ def convert_and_check_coreml(
             image_type_bias=bias,
             channel_multiplier=[1.0 / s for s in std],
         )
-    record = dict(
-        format=f"coreml {convert_to}",
-        output=output.name,
-        **source_record(source),
-        input_type=input_type,
-        compute_precision=compute_precision if convert_to == "mlprogram" else None,
-        coreml_description=description,
-        exporter="torch.jit.trace + coremltools.convert",
-        conversion_seconds=round(seconds, 2),
-        check=check,
-        **provenance(("coremltools",)),
-    )
-    record["preprocessing"].update(prep)
-    return record
+    return prep

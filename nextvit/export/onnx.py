@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from ..files import atomic_write_bytes, sha256_file
-from ..pretrained import IMAGENET_MEAN, IMAGENET_STD
+from ..preprocess import Preprocessing
 from .errors import EXIT_UNAVAILABLE, EXIT_USAGE, ExportError
-from .record import provenance, sidecar_path, source_record, write_sidecar
+from .record import provenance, source_record
 from .source import ExportSource
 from .verify import compare
 
@@ -182,11 +182,13 @@ def onnx_is_quantized(path: str | os.PathLike) -> bool:
 
 
 def _add_metadata(proto, source: ExportSource) -> None:
+    """The model's name, task, normalisation and weights, readable by any ONNX tool."""
+    prep = source.preprocessing or Preprocessing(source.image_size)
     meta = {
         "nextvit.model": source.name,
         "nextvit.task": "features" if source.features else "classification",
-        "nextvit.mean": json.dumps(list(IMAGENET_MEAN)),
-        "nextvit.std": json.dumps(list(IMAGENET_STD)),
+        "nextvit.mean": json.dumps(list(prep.mean)),
+        "nextvit.std": json.dumps(list(prep.std)),
         "nextvit.folded": str(source.folded).lower(),
         "nextvit.checkpoint_sha256": (source.checkpoint or {}).get("sha256", "random weights"),
     }
@@ -208,22 +210,48 @@ def export_and_check_onnx(
     rtol: float | None = 1e-4,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Export `source` to `output` (atomically, always re-exporting), check it with ONNX Runtime
-    against the PyTorch reference, and write the sidecar. Returns the sidecar record; its
+    """Export `source` to `output` (atomically, always re-exporting) and check it with ONNX Runtime
+    against the PyTorch reference. Returns the sidecar record (not written: `write_sidecar`); its
     `check.passed` is False when the difference is above tolerance (the file is still written, so
-    it can be inspected; the sidecar says it failed)."""
-    import onnx
-
+    it can be inspected)."""
     output = Path(output)
     check_opset(opset, exporter)
-    example = source.example_input()
     what = "features" if source.features else "classifier"
     batch_note = ", dynamic batch" if dynamic_batch else ""
-    shape = list(source.input_shape)
-    log(f"exporting {source.name} {what} {shape} with the {exporter} exporter, opset {opset}{batch_note}")
+    log(f"exporting {source.name} {what} {list(source.input_shape)} with the {exporter} exporter, opset {opset}"
+        f"{batch_note}")  # fmt: skip
+    proto, simplified = _exported_proto(source, opset, exporter, dynamic_batch, simplify)
+    atomic_write_bytes(output, proto.SerializeToString())
+    check = _check_with_onnxruntime(source, output, dynamic_batch, atol, rtol)
+    record = dict(
+        format="onnx",
+        output=output.name,
+        output_sha256=sha256_file(output),
+        **source_record(source),
+        exporter=f"torch.onnx.export(dynamo={exporter == 'dynamo'})",
+        opset=onnx_opset(proto),
+        dynamic_batch=dynamic_batch,
+        simplifier=simplified,
+        onnx_ops=sorted({node.op_type for node in proto.graph.node}),
+        check=check,
+        **provenance(),
+    )
+    verdict = "passed" if check["passed"] else "FAILED"
+    log(f"wrote {output} ({output.stat().st_size / 2**20:.1f} MiB)")
+    log(
+        f"check with ONNX Runtime {verdict}: max abs diff {check['max_abs_diff']:.3g}, "
+        f"max rel diff {check['max_rel_diff']:.3g} (atol {atol}, rtol {rtol}, batches {check['batches']})"
+    )
+    return record
+
+
+def _exported_proto(source: ExportSource, opset: int, exporter: str, dynamic_batch: bool, simplify: bool):
+    """Step 1: the checked, optionally simplified ONNX model with its metadata, and how it was simplified."""
+    import onnx
+
     proto = export_onnx(
         source.deploy,
-        example,
+        source.example_input(),
         opset=opset,
         exporter=exporter,
         dynamic_batch=dynamic_batch,
@@ -237,12 +265,14 @@ def export_and_check_onnx(
     if simplify:
         proto, simplified = simplify_onnx(proto)
     onnx.checker.check_model(proto)
-    ops = sorted({node.op_type for node in proto.graph.node})
-    if source.folded and "BatchNormalization" in ops:
+    if source.folded and any(node.op_type == "BatchNormalization" for node in proto.graph.node):
         raise ExportError("the folded model still exports BatchNormalization nodes")
     _add_metadata(proto, source)
-    atomic_write_bytes(output, proto.SerializeToString())
+    return proto, simplified
 
+
+def _check_with_onnxruntime(source: ExportSource, output: Path, dynamic_batch: bool, atol, rtol) -> dict:
+    """Step 2: the written file against the PyTorch reference, at the export batch (and a larger one)."""
     batches = [source.input_shape[0]]
     if dynamic_batch:
         batches.append(source.input_shape[0] + 2)
@@ -251,10 +281,10 @@ def export_and_check_onnx(
         x = source.example_input(batch)
         outputs = run_onnxruntime(output, x, source.input_name)
         checks.append(dict(batch=batch, **compare(outputs, source.reference_outputs(x), atol, rtol)))
-    check = dict(
+    return dict(
         runtime="onnxruntime (CPUExecutionProvider)",
         reference="the PyTorch eval-mode model as loaded, float32, CPU",
-        input="ImageNet-normalised uniform random pixels, seed 0",
+        input="normalised uniform random pixels, seed 0",
         batches=batches,
         max_abs_diff=max(c["max_abs_diff"] for c in checks),
         max_rel_diff=max(c["max_rel_diff"] for c in checks),
@@ -263,24 +293,3 @@ def export_and_check_onnx(
         passed=all(c["passed"] for c in checks),
         per_batch=checks,
     )
-    record = dict(
-        format="onnx",
-        output=output.name,
-        output_sha256=sha256_file(output),
-        **source_record(source),
-        exporter=f"torch.onnx.export(dynamo={exporter == 'dynamo'})",
-        opset=actual_opset,
-        dynamic_batch=dynamic_batch,
-        simplifier=simplified,
-        onnx_ops=ops,
-        check=check,
-        **provenance(),
-    )
-    write_sidecar(output, record)
-    verdict = "passed" if check["passed"] else "FAILED"
-    log(f"wrote {output} ({output.stat().st_size / 2**20:.1f} MiB) and {sidecar_path(output).name}")
-    log(
-        f"check with ONNX Runtime {verdict}: max abs diff {check['max_abs_diff']:.3g}, "
-        f"max rel diff {check['max_rel_diff']:.3g} (atol {atol}, rtol {rtol}, batches {batches})"
-    )
-    return record

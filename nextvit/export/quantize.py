@@ -2,8 +2,9 @@
 
 The folded fp32 ONNX export (`nextvit.export.onnx`) is calibrated with ONNX Runtime on images of an
 ImageFolder, through the model's own eval preprocessing (resize to size/crop_pct, bicubic, center
-crop, ImageNet mean/std), and rewritten with QuantizeLinear/DequantizeLinear pairs around every
-Conv, MatMul and Gemm (per-channel int8 weights). The same file runs in ONNX Runtime and OpenVINO
+crop, ImageNet mean/std; `preprocess` may return None for an image to skip, as
+`nextvit.images.ImageReader` does with `skip_corrupt`), and rewritten with QuantizeLinear/DequantizeLinear
+pairs around every Conv, MatMul and Gemm (per-channel int8 weights). The same file runs in ONNX Runtime and OpenVINO
 on CPUs and builds an explicitly quantized TensorRT engine (`target="tensorrt"`: symmetric int8).
 
 Activation type on CPUs (the `reduce_range` choice): int8 kernels on x86 multiply uint8 activations
@@ -29,7 +30,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..files import replace_path, staging_folder
-from ..images import find_images, labelled_images
 from .onnx import onnx_session
 from .verify import cosine_per_sample
 
@@ -39,8 +39,6 @@ if TYPE_CHECKING:
 __all__ = [
     "QuantizeError",
     "CALIBRATION_METHODS",
-    "find_images",
-    "labelled_images",
     "QUANTIZED_OPS",
     "cpu_has_vnni",
     "quantize_qdq",
@@ -91,31 +89,68 @@ def _require_onnxruntime():
     return onnxruntime
 
 
-def _calibration_reader(images: Sequence[Path], preprocess: Callable, input_name: str, batch: int):
+Preprocess = Callable[[Path], "np.ndarray | None"]  # None: an image to skip (unreadable, counted by the caller)
+
+
+def _calibration_reader(images: Sequence[Path], preprocess: Preprocess, input_name: str, batch: int):
+    """ONNX Runtime's feed: batches of exactly `batch` images (the histogram calibrators stack the
+    batches' activations and fail on a shorter one), skipped images left out; `used` counts the rest."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class FolderReader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.position = 0
+            self.position, self.used, self.this_pass = 0, 0, 0
 
         def get_next(self) -> dict | None:
-            if self.position >= len(images):
-                return None
-            chunk = images[self.position : self.position + batch]
-            self.position += len(chunk)
-            return {input_name: np.stack([preprocess(p) for p in chunk])}
+            arrays: list[np.ndarray] = []
+            while len(arrays) < batch and self.position < len(images):
+                x = preprocess(images[self.position])
+                self.position += 1
+                if x is not None:
+                    arrays.append(x)
+            if len(arrays) < batch:
+                return None  # the remainder is left out
+            self.this_pass += batch
+            self.used = max(self.used, self.this_pass)
+            return {input_name: np.stack(arrays)}
 
         def rewind(self) -> None:
-            self.position = 0
+            self.position, self.this_pass = 0, 0
 
     return FolderReader()
+
+
+def _activation_settings(target: str, reduce_range: bool | None, method: str) -> dict:
+    """The activation type, symmetry and weight range for `target` (see the module doc), as keyword
+    arguments of ONNX Runtime's `quantize_static` (less the enums, filled in by the caller)."""
+    if target == "tensorrt":
+        symmetric, reduce_range = True, False
+    else:
+        symmetric = False
+        if reduce_range is None:
+            reduce_range = not cpu_has_vnni()
+    extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
+    if method == "percentile":
+        extra["CalibPercentile"] = 99.999
+    return dict(reduce_range=bool(reduce_range), extra_options=extra)
+
+
+def _check_quantize_args(method: str, target: str, ops: str, calibration_images: Sequence[Path]) -> None:
+    if method not in CALIBRATION_METHODS:
+        raise QuantizeError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
+    if target not in ("cpu", "tensorrt"):
+        raise QuantizeError(f"target must be 'cpu' or 'tensorrt', got {target!r}")
+    if ops not in QUANTIZED_OPS:
+        raise QuantizeError(f"ops must be one of {tuple(QUANTIZED_OPS)}, got {ops!r}")
+    if not calibration_images:
+        raise QuantizeError("no calibration images")
 
 
 def quantize_qdq(
     fp32_onnx: str | os.PathLike,
     output: str | os.PathLike,
     calibration_images: Sequence[Path],
-    preprocess: Callable[[Path], np.ndarray],
+    preprocess: Preprocess,
     *,
     method: str = "minmax",
     per_channel: bool = True,
@@ -142,62 +177,40 @@ def quantize_qdq(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if method not in CALIBRATION_METHODS:
-        raise QuantizeError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
-    if target not in ("cpu", "tensorrt"):
-        raise QuantizeError(f"target must be 'cpu' or 'tensorrt', got {target!r}")
-    if ops not in QUANTIZED_OPS:
-        raise QuantizeError(f"ops must be one of {tuple(QUANTIZED_OPS)}, got {ops!r}")
-    if not calibration_images:
-        raise QuantizeError("no calibration images")
-    # equal batches: ONNX Runtime's histogram calibrators (entropy, percentile) stack the batches'
-    # activations and fail on a shorter last one, so the remainder is left out
+    _check_quantize_args(method, target, ops, calibration_images)
     calibration_batch = max(1, min(calibration_batch, len(calibration_images)))
-    calibration_images = list(calibration_images)[: len(calibration_images) // calibration_batch * calibration_batch]
-    calibrate = {
-        "minmax": CalibrationMethod.MinMax,
-        "entropy": CalibrationMethod.Entropy,
-        "percentile": CalibrationMethod.Percentile,
-    }[method]
-    if target == "tensorrt":
-        activation, symmetric, reduce_range = QuantType.QInt8, True, False
-    else:
-        activation, symmetric = QuantType.QUInt8, False
-        if reduce_range is None:
-            reduce_range = not cpu_has_vnni()
-    extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
-    if method == "percentile":
-        extra["CalibPercentile"] = 99.999
+    settings = _activation_settings(target, reduce_range, method)
+    calibrate = getattr(
+        CalibrationMethod, {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}[method]
+    )
+    reader = _calibration_reader(list(calibration_images), preprocess, input_name, calibration_batch)
     output = Path(output)
     with staging_folder(output) as tmp:  # written complete beside `output`, then moved onto it
         prepared, quantized = tmp / "prepared.onnx", tmp / output.name
         quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=False)
         head = [] if quantize_head else _classifier_nodes(prepared)
-        with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print their progress
-            quantize_static(
-                str(prepared),
-                str(quantized),
-                _calibration_reader(calibration_images, preprocess, input_name, calibration_batch),
-                quant_format=QuantFormat.QDQ,
-                per_channel=per_channel,
-                reduce_range=reduce_range,
-                activation_type=activation,
-                weight_type=QuantType.QInt8,
-                calibrate_method=calibrate,
-                op_types_to_quantize=list(QUANTIZED_OPS[ops]) if QUANTIZED_OPS[ops] else None,
-                nodes_to_exclude=head,
-                extra_options=extra,
-            )
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print their progress
+                quantize_static(
+                    str(prepared), str(quantized), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                    activation_type=QuantType.QInt8 if target == "tensorrt" else QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, calibrate_method=calibrate,
+                    op_types_to_quantize=list(QUANTIZED_OPS[ops]) if QUANTIZED_OPS[ops] else None,
+                    nodes_to_exclude=head, **settings,
+                )  # fmt: skip
+        finally:
+            if reader.used == 0:  # ONNX Runtime's own error for no data says nothing of the images
+                raise QuantizeError(f"none of the {len(calibration_images)} calibration images could be read")
         replace_path(quantized, output)
     return dict(
         format="QDQ",
         method=method,
-        calibration_images=len(calibration_images),
+        calibration_images=reader.used,
         per_channel=per_channel,
         target=target,
         activations="int8 symmetric" if target == "tensorrt" else "uint8 asymmetric",
-        weights="int8 symmetric" + (", 7-bit range" if reduce_range else ""),
-        reduce_range=bool(reduce_range),
+        weights="int8 symmetric" + (", 7-bit range" if settings["reduce_range"] else ""),
+        reduce_range=settings["reduce_range"],
         cpu_vnni=cpu_has_vnni(),
         quantized_ops=ops,
         fp32_nodes_kept=head,
@@ -273,7 +286,7 @@ def evaluate_onnx(
     fp32_onnx: str | os.PathLike,
     int8_onnx: str | os.PathLike,
     samples: Sequence[tuple[Path, int]],
-    preprocess: Callable[[Path], np.ndarray],
+    preprocess: Preprocess,
     *,
     input_name: str = "input",
     batch: int = 16,
@@ -281,30 +294,40 @@ def evaluate_onnx(
     """Top-1 of both models on labelled images, how often they agree and how close their logits
     are, with 95% intervals: the drop is a paired difference on the same images, the agreement a
     Wilson interval. With n images one image is 100/n points, so 300 images cannot see a 0.5-point
-    drop; about 2,000 or more are needed for the interval to be that narrow."""
+    drop; about 2,000 or more are needed for the interval to be that narrow. Images that
+    `preprocess` skips (None) are left out of every figure and counted in `skipped`."""
     from .verify import paired_difference_interval, wilson_interval
 
     fp32, int8 = onnx_session(fp32_onnx), onnx_session(int8_onnx)
     logits: dict[str, list] = {"fp32": [], "int8": []}
+    labels_kept: list[int] = []
     for start in range(0, len(samples), batch):
-        x = np.stack([preprocess(p) for p, _ in samples[start : start + batch]])
+        loaded = [(preprocess(p), label) for p, label in samples[start : start + batch]]
+        loaded = [(x, label) for x, label in loaded if x is not None]
+        if not loaded:
+            continue
+        x = np.stack([x for x, _ in loaded])
+        labels_kept += [label for _, label in loaded]
         logits["fp32"].append(fp32.run(None, {input_name: x})[0])
         logits["int8"].append(int8.run(None, {input_name: x})[0])
+    if not labels_kept:
+        raise QuantizeError(f"none of the {len(samples)} evaluation images could be read")
     a, b = np.concatenate(logits["fp32"]), np.concatenate(logits["int8"])
-    labels = np.array([label for _, label in samples])
+    labels = np.array(labels_kept)
     cosine = cosine_per_sample(b, a)
     right_fp32, right_int8 = a.argmax(1) == labels, b.argmax(1) == labels
     agree = int((a.argmax(1) == b.argmax(1)).sum())
     drop = paired_difference_interval(right_fp32, right_int8)
-    low, high = wilson_interval(agree, len(samples))
+    low, high = wilson_interval(agree, len(labels))
     return dict(
-        images=len(samples),
+        images=len(labels),
+        skipped=len(samples) - len(labels),
         top1_fp32=round(float(right_fp32.mean() * 100), 3),
         top1_int8=round(float(right_int8.mean() * 100), 3),
         top1_drop=drop["difference"],
         top1_drop_interval95=drop["interval95"],
         one_image_points=drop["one_image_points"],
-        top1_agreement=round(agree / len(samples) * 100, 3),
+        top1_agreement=round(agree / len(labels) * 100, 3),
         top1_agreement_interval95=[round(low, 3), round(high, 3)],
         logit_cosine_mean=round(float(cosine.mean()), 6),
         logit_cosine_min=round(float(cosine.min()), 6),
@@ -330,7 +353,7 @@ def quantize_and_check(
     source: ExportSource,
     output: str | os.PathLike,
     calibration_images: Sequence[Path],
-    preprocess: Callable[[Path], np.ndarray],
+    preprocess: Preprocess,
     *,
     method: str = "minmax",
     per_channel: bool = True,
@@ -351,92 +374,113 @@ def quantize_and_check(
     Returns the sidecar record (not written). Raises `ExportError` (check failed) and writes
     nothing when the fp32 export does not match PyTorch or int8 loses more than `max_drop` points.
     """
-    import torch
-
     from ..files import sha256_file
-    from .errors import EXIT_CHECK_FAILED, ExportError
-    from .onnx import DEFAULT_OPSET, export_and_check_onnx
     from .record import provenance, source_record
-    from .verify import compare_cosine
 
     output = Path(output)
     with staging_folder(output) as tmp:
-        fp32 = tmp / "fp32.onnx"
-        fp32_record = export_and_check_onnx(
-            source, fp32, opset=DEFAULT_OPSET, dynamic_batch=True, atol=1e-4, rtol=1e-4, log=lambda m: None
-        )
-        if not fp32_record["check"]["passed"]:
-            raise ExportError(
-                f"the fp32 export differs from PyTorch ({fp32_record['check']['max_abs_diff']:.3g}); "
-                "nothing was written"
-            )
+        fp32, int8 = tmp / "fp32.onnx", tmp / "int8.onnx"
+        _checked_fp32_export(source, fp32)
         log(f"calibrating on up to {len(calibration_images)} images ({method}, target {target})")
-        int8 = tmp / "int8.onnx"
         settings = quantize_qdq(
-            fp32,
-            int8,
-            calibration_images,
-            preprocess,
-            method=method,
-            per_channel=per_channel,
-            target=target,
-            reduce_range=reduce_range,
-            input_name=source.input_name,
-            ops=ops,
-            quantize_head=quantize_head,
-        )
+            fp32, int8, calibration_images, preprocess, method=method, per_channel=per_channel, target=target,
+            reduce_range=reduce_range, input_name=source.input_name, ops=ops, quantize_head=quantize_head,
+        )  # fmt: skip
         record: dict = dict(
             format="onnx-qdq-int8",
             output=output.name,
             **source_record(source),
             quantization=dict(**settings, **(record_extra or {})),
+            check=_int8_against_pytorch(source, int8, log),
+            int8_graph=_int8_graph(int8, log),
         )
-        x = source.example_input(batch=4, seed=1)
-        got = onnx_session(int8).run(None, {source.input_name: x.numpy()})
-        record["check"] = dict(
-            runtime="onnxruntime (CPUExecutionProvider)",
-            reference="the PyTorch eval-mode model as loaded, float32",
-            input="ImageNet-normalised uniform random pixels, seed 1, batch 4",
-            **compare_cosine(got, source.reference_outputs(x), None),
-        )
-        log(f"int8 vs PyTorch fp32 on random images: logit cosine {record['check']['cosine_min']:.5f} (min)")
-        stats = int8_graph_stats(int8, threads=torch.get_num_threads())
-        record["int8_graph"] = stats
-        log(f"ONNX Runtime's optimised int8 graph: {stats['int8_nodes']} int8 nodes, {stats['fp32_nodes']} fp32, "
-            f"{stats['conversion_nodes']} quantize/dequantize, {stats['layout_nodes']} data movement")  # fmt: skip
         if eval_samples is not None:
-            log(f"evaluating fp32 and int8 on {len(eval_samples)} images")
-            accuracy = evaluate_onnx(fp32, int8, eval_samples, preprocess, input_name=source.input_name)
-            accuracy.update(max_drop=max_drop)
-            record["accuracy"] = accuracy
-            lo, hi = accuracy["top1_drop_interval95"]
-            alo, ahi = accuracy["top1_agreement_interval95"]
-            log(
-                f"top-1 fp32 {accuracy['top1_fp32']:.2f}%  int8 {accuracy['top1_int8']:.2f}%  "
-                f"drop {accuracy['top1_drop']:.2f} points (95% interval {lo:.2f} to {hi:.2f})  "
-                f"agreement {accuracy['top1_agreement']:.2f}% ({alo:.2f}-{ahi:.2f})  "
-                f"logit cosine {accuracy['logit_cosine_mean']:.5f}  [{accuracy['images']} images, "
-                f"one image = {accuracy['one_image_points']:.2f} points]"
-            )
-            if accuracy["top1_drop"] > max_drop:
-                raise ExportError(
-                    f"int8 loses {accuracy['top1_drop']:.2f} points of top-1, more than the {max_drop} allowed; "
-                    "nothing was written",
-                    EXIT_CHECK_FAILED,
-                    param="max_drop",
-                )
+            record["accuracy"] = _gated_accuracy(fp32, int8, eval_samples, preprocess, source, max_drop, log)
         if latency_runs > 0:
-            shape = (1, *source.input_shape[1:])
-            threads = torch.get_num_threads()
-            fp32_ms = onnx_latency_ms(fp32, shape, runs=latency_runs, threads=threads)
-            int8_ms = onnx_latency_ms(int8, shape, runs=latency_runs, threads=threads)
-            record["latency"] = dict(
-                runtime="onnxruntime CPUExecutionProvider", batch=1, threads=threads, runs=latency_runs,
-                warmup=5, statistic="median", fp32_ms=round(fp32_ms, 3), int8_ms=round(int8_ms, 3),
-                int8_over_fp32=round(int8_ms / fp32_ms, 3),
-            )  # fmt: skip
-            log(f"ONNX Runtime batch 1, {threads} threads: fp32 {fp32_ms:.2f} ms, int8 {int8_ms:.2f} ms "
-                f"({int8_ms / fp32_ms:.2f}x)")  # fmt: skip
+            record["latency"] = _fp32_and_int8_latency(fp32, int8, source, latency_runs, log)
         replace_path(int8, output)
     record.update(output_sha256=sha256_file(output), **provenance())
     return record
+
+
+def _checked_fp32_export(source: ExportSource, fp32: Path) -> None:
+    """Step 1: the folded fp32 ONNX model (dynamic batch), refused when it does not match PyTorch."""
+    from .errors import ExportError
+    from .onnx import DEFAULT_OPSET, export_and_check_onnx
+
+    record = export_and_check_onnx(
+        source, fp32, opset=DEFAULT_OPSET, dynamic_batch=True, atol=1e-4, rtol=1e-4, log=lambda m: None
+    )
+    if not record["check"]["passed"]:
+        raise ExportError(
+            f"the fp32 export differs from PyTorch ({record['check']['max_abs_diff']:.3g}); nothing was written"
+        )
+
+
+def _int8_against_pytorch(source: ExportSource, int8: Path, log: Callable[[str], None]) -> dict:
+    """Step 3: the int8 model's logits against the PyTorch model's on random images (cosine)."""
+    from .verify import compare_cosine
+
+    x = source.example_input(batch=4, seed=1)
+    got = onnx_session(int8).run(None, {source.input_name: x.numpy()})
+    check = dict(
+        runtime="onnxruntime (CPUExecutionProvider)",
+        reference="the PyTorch eval-mode model as loaded, float32",
+        input="normalised uniform random pixels, seed 1, batch 4",
+        **compare_cosine(got, source.reference_outputs(x), None),
+    )
+    log(f"int8 vs PyTorch fp32 on random images: logit cosine {check['cosine_min']:.5f} (min)")
+    return check
+
+
+def _int8_graph(int8: Path, log: Callable[[str], None]) -> dict:
+    """Step 4: what of ONNX Runtime's optimised graph computes in int8 here."""
+    import torch
+
+    stats = int8_graph_stats(int8, threads=torch.get_num_threads())
+    log(f"ONNX Runtime's optimised int8 graph: {stats['int8_nodes']} int8 nodes, {stats['fp32_nodes']} fp32, "
+        f"{stats['conversion_nodes']} quantize/dequantize, {stats['layout_nodes']} data movement")  # fmt: skip
+    return stats
+
+
+def _gated_accuracy(fp32, int8, samples, preprocess: Preprocess, source, max_drop: float, log) -> dict:
+    """Step 5: fp32 and int8 top-1 on labelled images; `ExportError` when int8 loses more than `max_drop`."""
+    from .errors import EXIT_CHECK_FAILED, ExportError
+
+    log(f"evaluating fp32 and int8 on {len(samples)} images")
+    accuracy = evaluate_onnx(fp32, int8, samples, preprocess, input_name=source.input_name)
+    accuracy.update(max_drop=max_drop)
+    lo, hi = accuracy["top1_drop_interval95"]
+    alo, ahi = accuracy["top1_agreement_interval95"]
+    log(
+        f"top-1 fp32 {accuracy['top1_fp32']:.2f}%  int8 {accuracy['top1_int8']:.2f}%  "
+        f"drop {accuracy['top1_drop']:.2f} points (95% interval {lo:.2f} to {hi:.2f})  "
+        f"agreement {accuracy['top1_agreement']:.2f}% ({alo:.2f}-{ahi:.2f})  "
+        f"logit cosine {accuracy['logit_cosine_mean']:.5f}  [{accuracy['images']} images, "
+        f"one image = {accuracy['one_image_points']:.2f} points]"
+    )
+    if accuracy["top1_drop"] > max_drop:
+        raise ExportError(
+            f"int8 loses {accuracy['top1_drop']:.2f} points of top-1, more than the {max_drop} allowed; "
+            "nothing was written",
+            EXIT_CHECK_FAILED,
+            param="max_drop",
+        )
+    return accuracy
+
+
+def _fp32_and_int8_latency(fp32: Path, int8: Path, source, runs: int, log) -> dict:
+    """Step 6: median batch-1 latency of both models in ONNX Runtime on this CPU."""
+    import torch
+
+    shape = (1, *source.input_shape[1:])
+    threads = torch.get_num_threads()
+    fp32_ms = onnx_latency_ms(fp32, shape, runs=runs, threads=threads)
+    int8_ms = onnx_latency_ms(int8, shape, runs=runs, threads=threads)
+    log(f"ONNX Runtime batch 1, {threads} threads: fp32 {fp32_ms:.2f} ms, int8 {int8_ms:.2f} ms "
+        f"({int8_ms / fp32_ms:.2f}x)")  # fmt: skip
+    return dict(
+        runtime="onnxruntime CPUExecutionProvider", batch=1, threads=threads, runs=runs, warmup=5,
+        statistic="median", fp32_ms=round(fp32_ms, 3), int8_ms=round(int8_ms, 3),
+        int8_over_fp32=round(int8_ms / fp32_ms, 3),
+    )  # fmt: skip

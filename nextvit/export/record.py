@@ -1,11 +1,13 @@
-"""What each export writes beside its file: a JSON sidecar with the model, its input, the check and provenance."""
+"""What an export's sidecar says of the model and of how it was made (`source_record`, `provenance`).
+
+The sidecar's schema, its version and its atomic writing and checked reading are `nextvit.records`
+(`write_sidecar`, `read_sidecar`); exporters build their record here and write it there.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import datetime
-import json
-import os
 import platform
 import subprocess
 import sys
@@ -14,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from ..files import atomic_write_bytes
-from ..pretrained import IMAGENET_MEAN, IMAGENET_STD
+from ..preprocess import Preprocessing
+from ..records import preprocessing_block, sidecar_path, write_sidecar
 from .source import ExportSource
 
 __all__ = [
-    "sidecar_path",
+    "sidecar_path",  # from nextvit.records: exporters write their sidecars through this module
     "write_sidecar",
     "git_commit",
     "library_versions",
@@ -27,18 +29,6 @@ __all__ = [
     "preprocessing",
     "source_record",
 ]
-
-
-def sidecar_path(output: str | os.PathLike) -> Path:
-    output = Path(output)
-    return output.with_name(output.name + ".json")
-
-
-def write_sidecar(output: str | os.PathLike, record: dict) -> Path:
-    """Write the record as `<output>.json`, atomically."""
-    path = sidecar_path(output)
-    text = json.dumps(record, indent=2, default=str) + "\n"
-    return atomic_write_bytes(path, text.encode())
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,16 +79,8 @@ def provenance(extra_libraries: Sequence[str] = ()) -> dict:
 def preprocessing(source: ExportSource) -> dict:
     """How an image becomes the exported model's input (before anything baked into the model)."""
     if source.preprocessing is not None:
-        return source.preprocessing.to_record()
-    h, w = source.image_size
-    return dict(
-        color="RGB",
-        layout="NCHW",
-        scale="pixels / 255, then (x - mean) / std per channel",
-        mean=list(IMAGENET_MEAN),
-        std=list(IMAGENET_STD),
-        resize=f"the dense-task pipeline's own (resize, then pad) to {h}x{w}; no crop",
-    )
+        return preprocessing_block(source.preprocessing)
+    return preprocessing_block(Preprocessing(source.image_size), crop=False)
 
 
 def source_record(source: ExportSource) -> dict:
@@ -115,5 +97,6 @@ def source_record(source: ExportSource) -> dict:
         outputs=source.outputs_info(),
         preprocessing=preprocessing(source),
         class_names=source.class_names,
+        decided_from=source.decided_from,
         notes=list(source.notes),
     )

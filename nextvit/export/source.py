@@ -6,21 +6,17 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..checkpoint import detect_layout, read_checkpoint
-from ..factory import model_from_state
-from ..files import sha256_file
 from ..folding import fold_batchnorm
-from ..model import VARIANTS, NextViT, build_nextvit
-from ..preprocess import CROP_PCT, ConfigError, Preprocessing, checked_class_names, training_config
+from ..loading import load_model
+from ..model import NextViT
+from ..preprocess import MIN_IMAGE_SIDE, ConfigError, Preprocessing, image_size_hw
 from .errors import EXIT_USAGE, ExportError
 
 __all__ = [
-    "CROP_PCT",
     "FEATURE_NAMES",
     "BackboneFeatures",
     "ExportSource",
@@ -63,6 +59,7 @@ class ExportSource:
     notes: list[str] = field(default_factory=list)
     preprocessing: Preprocessing | None = None  # how an image becomes the input (classifiers)
     class_names: list[str] | None = None  # one per output of the classifier, when known
+    decided_from: dict[str, str] = field(default_factory=dict)  # variant, input size ... -> where from
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -106,13 +103,6 @@ class ExportSource:
         return [dict(name=self.output_names[0], shape=[self.input_shape[0], width])]
 
 
-def _head_classes(state: dict[str, torch.Tensor]) -> int | None:
-    for key in ("head.fc.weight", "proj_head.0.weight"):
-        if key in state:
-            return int(state[key].shape[0])
-    return None
-
-
 def load_source(
     model: str | None,
     checkpoint: str | os.PathLike | None,
@@ -127,109 +117,29 @@ def load_source(
     preprocessing: dict | None = None,
     class_names: Sequence[str] | None = None,
 ) -> ExportSource:
-    """Build `model`, load `checkpoint` (None: random weights, for latency only) and prepare the export.
-
-    The checkpoint is read once and loaded through `nextvit.factory.model_from_state`, the loading
-    path of `create_model` (same `kv_pool` rule). The `config.json` that classification/main.py
-    writes beside a checkpoint supplies what the flags leave unset: the variant (`model=None`),
-    the input size, the eval preprocessing and the class names; `preprocessing` (keys of
-    `Preprocessing.override`) and `class_names` override it. The number of classes is read from
-    the checkpoint's head unless `num_classes` is given; a different `num_classes` is refused rather
-    than exporting a randomly initialised classifier. For `features` the head is not loaded.
-    """
-    try:
-        config = training_config(checkpoint)
-    except ConfigError as err:
-        raise ExportError(str(err), EXIT_USAGE, param="checkpoint", value=str(checkpoint)) from None
-    state, meta, info = None, {}, None
-    if checkpoint is not None:
-        state, meta = read_checkpoint(checkpoint)
-        detect_layout(state, meta)  # a clear error for a file that is not Next-ViT at all
-        info = dict(path=str(checkpoint), sha256=sha256_file(checkpoint))
-    if model is None:
-        model = meta.get("variant") or config.get("arch") or "nextvit_small"
-    if model not in VARIANTS:
-        raise ExportError(
-            f"not a Next-ViT variant; choose one of {sorted(VARIANTS)}", EXIT_USAGE, param="model", value=model
-        )
-    if image_size is None:
-        image_size = config.get("input_size") or 224
-    hw = image_hw(image_size)
-    notes: list[str] = []
-    classes = _classes_to_export(state, checkpoint, num_classes, features)
-
-    if checkpoint is None:
-        torch.manual_seed(0)  # reproducible random weights
-        net = build_nextvit(model, num_classes=classes, kv_pool=kv_pool or "1d")
-    else:
-        try:
-            net, report = model_from_state(
-                model, state, meta, where=str(checkpoint), num_classes=classes,
-                drop_head=True if features else None, **({"kv_pool": kv_pool} if kv_pool else {}),
-            )  # fmt: skip
-        except ValueError as err:
-            if "kv_pool" not in str(err):
-                raise
-            raise ExportError(str(err), EXIT_USAGE, param="kv_pool", value=kv_pool) from None
-        info.update(layout=report.layout, tensors_loaded=report.loaded)
-        if report.dropped_head:
-            info["head_not_loaded"] = report.dropped_head
-        if net.is_folded and not fold:
-            notes.append("the checkpoint is already folded: fold=False has no effect")
-    try:
-        prep = (Preprocessing.from_config(config) or Preprocessing(hw)).override(input_size=hw, **(preprocessing or {}))
-        where = "--class-names" if class_names is not None else f"{Path(str(checkpoint)).with_name('config.json')}"
-        names = None if features or classes == 0 else checked_class_names(
-            class_names if class_names is not None else config.get("class_names"), classes, where
-        )  # fmt: skip
-    except ConfigError as err:
-        raise ExportError(str(err), EXIT_USAGE, param="checkpoint", value=str(checkpoint)) from None
+    """Load `checkpoint` (None: random weights, for latency only) through `nextvit.loading.load_model`,
+    which decides the variant, input size, classes, preprocessing and class names from the arguments,
+    the records and the weights (and refuses what disagrees), and prepare its export."""
+    loaded = load_model(
+        checkpoint, model=model, image_size=image_size, num_classes=num_classes, features=features,
+        kv_pool=kv_pool, preprocessing=preprocessing, class_names=class_names,
+    )  # fmt: skip
+    notes = list(loaded.notes)
+    if loaded.model.is_folded and not fold:
+        notes.append("the checkpoint is already folded: fold=False has no effect")
     return source_from_model(
-        net,
+        loaded.model,
         batch_size=batch_size,
-        image_size=hw,
+        image_size=loaded.record.input_size,
         features=features,
         fold=fold,
         input_name=input_name,
-        checkpoint=info,
+        checkpoint=loaded.checkpoint,
         notes=notes,
-        preprocessing=prep,
-        class_names=names,
+        preprocessing=loaded.preprocessing,
+        class_names=loaded.record.class_names,
+        decided_from=loaded.sources,
     )
-
-
-def _classes_to_export(state: dict | None, checkpoint, num_classes: int | None, features: bool) -> int:
-    """The classifier's width: the checkpoint's, checked against an explicit `num_classes`."""
-    ckpt_classes = _head_classes(state) if state is not None else None
-    if features:
-        return 0
-    if num_classes is not None:
-        if ckpt_classes is not None and ckpt_classes != num_classes:
-            raise ExportError(
-                f"does not match the checkpoint's classifier ({ckpt_classes} classes): exporting would give a"
-                " randomly initialised head; leave it unset (the checkpoint's), or export the features",
-                EXIT_USAGE,
-                param="num_classes",
-                value=num_classes,
-            )
-        if state is not None and ckpt_classes is None and num_classes > 0:
-            raise ExportError(
-                f"{checkpoint} has no classifier head: export pooled features (0 classes) or the stage features",
-                EXIT_USAGE,
-                param="num_classes",
-                value=num_classes,
-            )
-        return num_classes
-    if state is not None:
-        if ckpt_classes is None:
-            raise ExportError(
-                "the checkpoint has no classifier head: export pooled features (0 classes) or the stage features",
-                EXIT_USAGE,
-                param="checkpoint",
-                value=str(checkpoint),
-            )
-        return ckpt_classes
-    return 1000
 
 
 def source_from_model(
@@ -244,6 +154,7 @@ def source_from_model(
     notes: Sequence[str] = (),
     preprocessing: Preprocessing | None = None,
     class_names: Sequence[str] | None = None,
+    decided_from: dict[str, str] | None = None,
 ) -> ExportSource:
     """Prepare an in-memory model for export. It is put in eval mode and otherwise left as it is:
     folding works on a copy. `checkpoint` describes its weights for the sidecar (None: random)."""
@@ -270,18 +181,16 @@ def source_from_model(
         notes=list(notes),
         preprocessing=None if features else (preprocessing or Preprocessing(image_hw(image_size))),
         class_names=None if features or class_names is None else list(class_names),
+        decided_from=dict(decided_from or {}),
     )
 
 
 def image_hw(image_size: Sequence[int] | int) -> tuple[int, int]:
-    """(height, width) from an image size: one int for a square, or two."""
-    sizes = [image_size] if isinstance(image_size, int) else list(image_size)
-    if len(sizes) not in (1, 2):
-        raise ExportError("takes one size (square) or two (height width)", EXIT_USAGE, param="image_size", value=sizes)
-    h, w = (sizes[0], sizes[0]) if len(sizes) == 1 else sizes
-    if h < 32 or w < 32:
-        raise ExportError("both sides must be at least 32 pixels", EXIT_USAGE, param="image_size", value=[h, w])
-    return int(h), int(w)
+    """(height, width) of an input the model takes: one int for a square, or two (`image_size_hw`)."""
+    try:
+        return image_size_hw(image_size if isinstance(image_size, int) else list(image_size), MIN_IMAGE_SIDE)
+    except ConfigError as err:
+        raise ExportError(str(err), EXIT_USAGE, param="image_size", value=image_size) from None
 
 
 def default_stem(model: str, image_size: Sequence[int], features: bool) -> str:

@@ -26,7 +26,7 @@ from ..files import atomic_write_bytes, replace_path, sha256_file, staging_folde
 from ..preprocess import Preprocessing
 from .errors import EXIT_UNAVAILABLE, EXIT_USAGE, ExportError
 from .onnx import DEFAULT_OPSET
-from .record import provenance, source_record
+from .record import provenance, source_record, write_sidecar
 from .source import ExportSource
 from .verify import compare
 
@@ -371,6 +371,7 @@ def _engine_onnx(output: Path, options: EngineOptions, source, onnx_path, log) -
     else:
         onnx_path = output.with_suffix(".onnx")
         record = export_and_check_onnx(source, onnx_path, opset=options.opset, exporter=options.exporter, log=log)
+        write_sidecar(onnx_path, record)
         if not record["check"]["passed"]:
             raise ExportError(f"the ONNX export {onnx_path} does not match PyTorch: see {onnx_path}.json")
         onnx_info = dict(path=str(onnx_path), sha256=record["output_sha256"], exported=True, opset=record["opset"])

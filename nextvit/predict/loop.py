@@ -1,8 +1,10 @@
-"""Prediction over image files: decode, preprocess, batch, run, top-k, write.
+"""The prediction loop over image files: decode, preprocess, batch, run a `Predictor`
+(`predictors.py` loads one), top-k, write.
 
-Images are read and preprocessed in a thread pool while the model runs, in batches; an
-unreadable image stops the run with its name, or with `skip_corrupt` is left out and counted.
-Results are written as they come (CSV or JSON lines), so a long run keeps what it has done.
+Images are read and preprocessed in a thread pool while the model runs, in batches
+(`nextvit.images.ImageReader`); an unreadable or too large image stops the run with its name, or
+with `skip_corrupt` is left out and counted. Results are written as they come (CSV or JSON lines)
+to a hidden partial file that takes its name only when the run completes.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..images import ImageFileError, open_rgb
-from .runtimes import Predictor
+from ..images import MAX_IMAGE_PIXELS, ImageFileError, ImageReader
+from .predictors import Predictor
 
 __all__ = ["Prediction", "PredictionSummary", "softmax_topk", "predict_images", "ResultWriter", "OUTPUT_FORMATS"]
 
@@ -68,18 +70,6 @@ def softmax_topk(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return order, np.take_along_axis(p, order, axis=1)
 
 
-def _load(predictor: Predictor, path: Path, skip_corrupt: bool):
-    """The model input for one file, or None when it cannot be decoded and is to be skipped."""
-    try:
-        image = open_rgb(path)
-    except ImageFileError as err:
-        if skip_corrupt:
-            return None
-        raise ImageFileError(f"{err} (pass --skip-corrupt to skip unreadable images)") from None
-    prep = predictor.preprocessing
-    return prep.resize_and_crop(image) if predictor.takes_image else prep.array(image)
-
-
 def _batches(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -92,6 +82,7 @@ def predict_images(
     batch_size: int = 16,
     topk: int = 5,
     skip_corrupt: bool = False,
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
     workers: int = 4,
     on_prediction: Callable[[Prediction], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
@@ -99,24 +90,28 @@ def predict_images(
     """Predict the top-k classes of every image; return them and a summary (counts, time).
 
     An artifact with a static batch dimension gets exactly that batch: a short last batch is
-    padded with copies of its first image, whose outputs are dropped.
+    padded with copies of its first image, whose outputs are dropped. One with a batch limit (a
+    dynamic-batch .pt2) gets batches of at most that size. Images above `max_pixels`
+    pixels are refused (None: no limit) or, with `skip_corrupt`, skipped like unreadable ones.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if topk < 1:
         raise ValueError(f"topk must be at least 1, got {topk}")
-    size = predictor.fixed_batch or batch_size
+    size = predictor.batch_size(batch_size)
+    prep = predictor.preprocessing
+    read = ImageReader(prep.resize_and_crop if predictor.takes_image else prep.array, skip_corrupt, max_pixels)
     summary = PredictionSummary()
     results: list[Prediction] = []
     start = time.perf_counter()
     chunks = list(_batches(list(images), size))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         # decoding runs up to two batches ahead of the model, so memory stays bounded
-        ahead = [[pool.submit(_load, predictor, p, skip_corrupt) for p in c] for c in chunks[:2]]
+        ahead = [[pool.submit(read, p) for p in c] for c in chunks[:2]]
         for n, chunk in enumerate(chunks):
             futures = ahead.pop(0)
             if n + 2 < len(chunks):
-                ahead.append([pool.submit(_load, predictor, p, skip_corrupt) for p in chunks[n + 2]])
+                ahead.append([pool.submit(read, p) for p in chunks[n + 2]])
             try:
                 loaded = [f.result() for f in futures]
             except ImageFileError:
@@ -124,7 +119,7 @@ def predict_images(
                     f.cancel()
                 raise
             kept = [(p, x) for p, x in zip(chunk, loaded) if x is not None]
-            summary.skipped += [str(p) for p, x in zip(chunk, loaded) if x is None]
+            summary.skipped += [str(p) for p, x in zip(chunk, loaded) if x is None]  # in order, unlike read.skipped
             if on_progress is not None:
                 on_progress(len(chunk))
             if not kept:
@@ -159,7 +154,8 @@ def predict_images(
 
 class ResultWriter:
     """Writes predictions as CSV (path, then name/index/probability per rank) or JSON lines,
-    one row per image as it comes; the file appears complete under its name only at `close`."""
+    one row per image as it comes, to a hidden partial file; the file appears under its name only
+    when `close` is told the run completed."""
 
     def __init__(self, path: str | os.PathLike, fmt: str, topk: int) -> None:
         if fmt not in OUTPUT_FORMATS:
@@ -168,6 +164,7 @@ class ResultWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.partial = self.path.with_name(f".{self.path.name}.partial")
         self.fmt = fmt
+        self.rows = 0
         self.file: io.TextIOBase = open(self.partial, "w", newline="")  # noqa: SIM115 - closed in close()
         self.csv = None
         if fmt == "csv":
@@ -186,9 +183,16 @@ class ResultWriter:
         else:
             self.file.write(json.dumps(pred.as_dict()) + "\n")
         self.file.flush()
+        self.rows += 1
 
-    def close(self, complete: bool = True) -> None:
-        """Close; with `complete` move the file onto its name, else keep the partial file beside it."""
+    def close(self, complete: bool = True) -> Path | None:
+        """Close. With `complete` move the file onto its name; else keep the partial file when it holds
+        predictions (returned, for the message) and remove it when it holds none (None)."""
         self.file.close()
         if complete:
             os.replace(self.partial, self.path)
+            return self.path
+        if self.rows == 0:
+            self.partial.unlink(missing_ok=True)
+            return None
+        return self.partial
