@@ -51,3 +51,32 @@ def run_launcher(folder: Path, script: str, *args, timeout: int = 600) -> subpro
     if result.returncode != 0:
         raise AssertionError(f"{script} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
+
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_SH = REPO / "classification" / "train.sh"
+_port = [29700 + os.getpid() % 200]
+
+
+def next_port() -> str:
+    """A rendezvous port of its own for each launched run (runs of one test session never share one)."""
+    _port[0] += 1
+    return str(_port[0])
+
+
+def run_train(nproc: int, *args, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`bash classification/train.sh NPROC ARGS...` on one thread per process; its output on failure."""
+    env = dict(os.environ, PYTHON=sys.executable, PORT=next_port(), OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        ["bash", str(TRAIN_SH), str(nproc), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=REPO / "classification",
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"train.sh failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result

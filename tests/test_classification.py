@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import next_port, run_train
 
 import nextvit
 from nextvit.synthetic import make_classification_dataset
@@ -21,25 +22,6 @@ REPO = Path(__file__).resolve().parents[1]
 TRAIN_SH = REPO / "classification" / "train.sh"
 NO_AUG = "--mixup 0 --cutmix 0 --reprob 0 --aa none".split()
 FAST = "--model nextvit_tiny --input-size 48 --batch-size 8 --num-workers 0 --print-freq 1".split() + NO_AUG
-_port = [29700 + os.getpid() % 200]
-
-
-def run_train(nproc: int, *args, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
-    _port[0] += 1
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(_port[0]), OMP_NUM_THREADS="1")
-    result = subprocess.run(
-        ["bash", str(TRAIN_SH), str(nproc), *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        cwd=REPO / "classification",
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"train.sh failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        )
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -191,8 +173,7 @@ def test_resume_auto_continues_with_the_same_state(shapes, tmp_path):
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(shapes, tmp_path):
     out = tmp_path / "killed"
-    _port[0] += 1
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(_port[0]), OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHON=sys.executable, PORT=next_port(), OMP_NUM_THREADS="1")
     cmd = [
         "bash",
         str(TRAIN_SH),

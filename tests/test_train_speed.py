@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import run_train
 
 import nextvit
 from nextvit.synthetic import make_classification_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN_SH = REPO / "classification" / "train.sh"
 FAST = (
     "--model nextvit_tiny --input-size 48 --batch-size 8 --num-workers 0 --print-freq 4 "
     "--mixup 0 --cutmix 0 --reprob 0 --aa none"
@@ -45,18 +45,6 @@ def parse(main_module, *argv: str) -> argparse.Namespace:
     args = main_module.get_args_parser().parse_args(list(argv))
     args.rank, args.world_size, args.distributed = 0, 1, False
     return args
-
-
-def run_train(*args, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1")
-    result = subprocess.run(
-        ["bash", str(TRAIN_SH), "1", *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout
-    )
-    if result.returncode != 0:
-        raise AssertionError(
-            f"train.sh failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        )
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -350,19 +338,19 @@ def test_compiled_channels_last_training_resumes_exactly(shapes, tmp_path):
     optimizer state to the bit (the random state is in the checkpoint); the checkpoint also resumes eagerly in NCHW."""
     speed = ["--compile", "--channels-last", "--drop-path", "0.1", "--input-size", "64"]
     straight, split = tmp_path / "straight", tmp_path / "split"
-    first = run_train(*FAST, *speed, "--data-path", shapes, "--epochs", "2", "--output-dir", straight)
+    first = run_train(1, *FAST, *speed, "--data-path", shapes, "--epochs", "2", "--output-dir", straight)
     assert "channels_last, compiled" in first.stdout
     assert first.stdout.count("compilation (torch.compile) included") == 1
     assert "compile the model (torch.compile, mode default)" in first.stdout
     assert "images/s per process, data wait" in first.stdout
-    run_train(*FAST, *speed, "--data-path", shapes, "--epochs", "1", "--output-dir", split)
+    run_train(1, *FAST, *speed, "--data-path", shapes, "--epochs", "1", "--output-dir", split)
     epoch0 = torch.load(split / "checkpoint.pth", weights_only=True)
     assert not any("_orig_mod" in k for k in epoch0["model"]) and all(
         t.is_contiguous() for t in epoch0["model"].values()
     )
     (split / "epoch0.pth").write_bytes((split / "checkpoint.pth").read_bytes())
     resumed = run_train(
-        *FAST, *speed, "--data-path", shapes, "--epochs", "2", "--output-dir", split, "--resume", "auto"
+        1, *FAST, *speed, "--data-path", shapes, "--epochs", "2", "--output-dir", split, "--resume", "auto"
     )
     assert "from epoch 1" in resumed.stdout
     a, b = checkpoint_tensors(straight / "checkpoint.pth"), checkpoint_tensors(split / "checkpoint.pth")
@@ -375,8 +363,9 @@ def test_compiled_channels_last_training_resumes_exactly(shapes, tmp_path):
     # the compiled run's checkpoint, resumed without --compile in NCHW
     eager = tmp_path / "eager"
     eager.mkdir()
-    result = run_train(*FAST, "--no-channels-last", "--drop-path", "0.1", "--input-size", "64", "--data-path", shapes,
-                       "--epochs", "2", "--output-dir", eager, "--resume", split / "epoch0.pth")  # fmt: skip
+    result = run_train(1, *FAST, "--no-channels-last", "--drop-path", "0.1", "--input-size", "64",
+                       "--data-path", shapes, "--epochs", "2", "--output-dir", eager,
+                       "--resume", split / "epoch0.pth")  # fmt: skip
     model_line = next(line for line in result.stdout.splitlines() if line.startswith("model nextvit_tiny"))
     assert "from epoch 1" in result.stdout and model_line.endswith("1 process(es), NCHW")
     assert torch.load(eager / "checkpoint.pth", weights_only=True)["epoch"] == 1
@@ -518,7 +507,7 @@ def test_cuda_benchmark_train_rows(bench, tmp_path):
 def test_cuda_train_sh_epoch_with_gpu_defaults(shapes, tmp_path):
     """train.sh 1 on CUDA: fp16 AMP, fused AdamW, channels_last by default, pinned memory, the speed lines."""
     out = tmp_path / "run"
-    result = run_train(*FAST, "--num-workers", "2", "--data-path", shapes, "--epochs", "1", "--output-dir", out)
+    result = run_train(1, *FAST, "--num-workers", "2", "--data-path", shapes, "--epochs", "1", "--output-dir", out)
     assert "device cuda:0" in result.stdout and "channels_last" in result.stdout
     assert "autotune cuDNN's convolutions" in result.stdout and "cuDNN autotuning included" in result.stdout
     assert "peak GPU memory" in result.stdout
