@@ -1,7 +1,8 @@
 """ImageNet-style data: an ImageFolder tree with train/ and val/, checked up front.
 
 Every problem with the data is reported with the path it concerns: a missing folder, a class
-folder without images, train and val class lists that differ, an unreadable image.
+folder without images, train and val class lists that differ, an unreadable image, an
+augmentation step that fails on an image (augment.py names the step).
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch.distributed as dist
+from augment import AugmentationError, build_train_transform
 from PIL import Image
-from timm.data import create_transform
 from torchvision import datasets
 
 from nextvit.images import IMAGE_SUFFIXES, ImageFileError, is_image, open_rgb
 from nextvit.preprocess import Preprocessing
 
-__all__ = ["DataError", "build_dataset", "build_transform", "check_image_folder"]
+__all__ = ["CheckedImageFolder", "DataError", "build_dataset", "build_transform", "check_image_folder"]
 
 
 class DataError(ValueError):
@@ -104,15 +105,14 @@ def drop_unreadable(dataset: datasets.ImageFolder, workers: int = 8) -> list[str
 
 
 def build_transform(is_train: bool, args: argparse.Namespace):
-    """timm's training transform (RandAugment, random erasing, ...); for eval the one eval
+    """timm's training transform (RandAugment, random erasing, ...; see augment.py); for eval the one eval
     preprocessing of `nextvit.preprocess` (resize to size/crop_pct, bicubic, center crop, ImageNet
     mean/std), which exported models are calibrated, evaluated and run with too."""
     if is_train:
-        return create_transform(
-            input_size=args.input_size,
-            is_training=True,
+        return build_train_transform(
+            args.input_size,
             color_jitter=args.color_jitter,
-            auto_augment=None if args.aa in (None, "", "none") else args.aa,
+            auto_augment=args.aa,
             interpolation=args.train_interpolation,
             re_prob=args.reprob,
             re_mode=args.remode,
@@ -122,10 +122,26 @@ def build_transform(is_train: bool, args: argparse.Namespace):
     return preprocessing.tensor
 
 
+class CheckedImageFolder(datasets.ImageFolder):
+    """An ImageFolder whose transform failures are `DataError`s naming the image and the step."""
+
+    def __getitem__(self, index: int):
+        path, target = self.samples[index]
+        sample = self.loader(path)
+        if self.transform is not None:
+            try:
+                sample = self.transform(sample)
+            except AugmentationError as err:
+                raise DataError(f"{path}: {err}") from err
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return sample, target
+
+
 def build_dataset(is_train: bool, args: argparse.Namespace, log=print) -> tuple[datasets.ImageFolder, int]:
     """The train or val ImageFolder of `--data-path`, with its number of classes."""
     split = Path(args.data_path) / ("train" if is_train else "val")
-    dataset = datasets.ImageFolder(str(split), transform=build_transform(is_train, args), loader=_checked_loader)
+    dataset = CheckedImageFolder(str(split), transform=build_transform(is_train, args), loader=_checked_loader)
     if getattr(args, "skip_corrupt", False):
         bad = drop_unreadable(dataset, workers=max(1, args.num_workers))
         if bad:

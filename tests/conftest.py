@@ -78,11 +78,12 @@ TIERS = {
     # `pip install -e .[timm,flops]`: checks against timm's port, fvcore's counts and torchvision's
     # feature extractor (the files of the core tier mark their own such tests)
     "interop": ("test_flops",),
-    "mm": ("test_image_demo", "test_mm_adapter", "test_detection", "test_segmentation"),
+    "mm": ("test_image_demo", "test_mm_adapter", "test_detection", "test_segmentation", "test_train_pipelines"),
     "export": ("test_predict", "test_deployment", "test_quantize", "test_openvino", "test_benchmark", "test_aoti"),
     "data": (
         "test_preprocess",
         "test_classification",
+        "test_augment",
         "test_slurm",
         "test_architecture_figure",
         "test_train_speed",

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import next_port, run_train
@@ -142,6 +143,32 @@ def test_train_two_epochs_then_eval_folded_and_unfolded(shapes, tmp_path):
         if x.startswith("* Acc@1")
     ]
     assert acc[0][:2] == acc[1][:2] and abs(acc[0][2] - acc[1][2]) < 1e-3  # same Acc@1/@5, loss within 1e-3
+
+
+ORIGINAL_README_COMMAND = "--model nextvit_small --batch-size 256 --lr 5e-4 --warmup-epochs 20 --weight-decay 0.1"
+
+
+@pytest.mark.slow
+def test_the_original_readme_command_runs_with_every_default(main_module, shapes, tmp_path):
+    """The original README's ImageNet command, with only the data path, epochs, batch size and input
+    size changed: every other flag at the trainer's default (RandAugment m9 mstd0.5 inc1, mixup 0.8 /
+    cutmix 1.0 with label smoothing 0.1, random erasing 0.25, drop path 0.1, clip 5, cosine, AdamW,
+    10 loader workers, channels_last on CPU), the defaults users run and the other tests mostly turn off."""
+    out = tmp_path / "original"
+    flags = ORIGINAL_README_COMMAND.split()
+    flags[flags.index("--batch-size") + 1] = "16"
+    run_train(1, *flags, "--data-path", shapes, "--epochs", "2", "--input-size", "64", "--output-dir", out)
+    rows = read_log(out)
+    assert [r["epoch"] for r in rows] == [0, 1] and all(np.isfinite(r["train_loss"]) for r in rows)
+    ran = torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=True)["args"]
+    defaults = vars(main_module.get_args_parser().parse_args([]))
+    kept = "aa mixup cutmix smoothing reprob remode color_jitter clip_grad sched opt num_workers train_interpolation"
+    for key in (*kept.split(), "mixup_prob", "mixup_switch_prob", "model_ema", "drop", "repeated_aug", "amp"):
+        assert ran[key] == defaults[key], key
+    assert ran["drop_path"] == 0.1 and ran["channels_last"] is True
+    assert (ran["model"], ran["lr"], ran["warmup_epochs"], ran["weight_decay"]) == ("nextvit_small", 5e-4, 20, 0.1)
+    peak = 5e-4 * 16 / 512  # the 20-epoch warm-up from --warmup-lr 1e-6 towards the scaled lr
+    assert rows[0]["lr"] == pytest.approx(1e-6) and rows[1]["lr"] == pytest.approx(1e-6 + (peak - 1e-6) / 20)
 
 
 @pytest.mark.slow
