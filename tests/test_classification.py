@@ -441,6 +441,7 @@ SCAN_SCRIPT = """\
 import importlib.util, json, sys
 import torch.distributed as dist
 from torchvision import datasets
+sys.path.insert(0, sys.argv[1])  # its siblings (augment.py), as when main.py runs
 spec = importlib.util.spec_from_file_location("imagefolder", sys.argv[1] + "/imagefolder.py")
 imagefolder = importlib.util.module_from_spec(spec)  # a task-folder script, loaded by its path
 spec.loader.exec_module(imagefolder)
