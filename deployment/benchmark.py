@@ -35,8 +35,9 @@ one being measured; a pause separates the turns. `--isolation none` keeps all in
   calls are replayed as a CUDA graph (the row says when capture failed and it ran without);
 * onnxruntime: the folded model exported to ONNX (opset 17) and run by ONNX Runtime;
 * onnxruntime_int8: that ONNX model quantized to static int8 QDQ (`nextvit.export.quantize`, per-channel
-  weights, calibrated on random ImageNet-range inputs: latency only) and run by ONNX Runtime;
-* openvino / openvino_int8: the same fp32 / int8 ONNX models compiled by OpenVINO for the CPU;
+  weights, calibrated on random ImageNet-range inputs: latency only; its default recipe, which keeps the
+  last stage's E-MHSA in fp32) and run by ONNX Runtime; onnxruntime_int8_full: every layer in int8;
+* openvino / openvino_int8 / openvino_int8_full: the same fp32 / int8 ONNX models compiled by OpenVINO for the CPU;
   with `--dtypes bfloat16`, the fp32 model under OpenVINO's bf16 precision hint;
 * tensorrt: the folded model as a TensorRT engine (where TensorRT and a GPU exist; skipped otherwise).
 
@@ -83,6 +84,7 @@ from nextvit.benchmark.runners import (
     DEFAULT_COMPILE_MODE,
     DEFAULT_MODES,
     DTYPES,
+    INT8_MODES,
     MODES,
     ONNX_MODES,
     base_name,
@@ -298,7 +300,7 @@ def make_rows(args: argparse.Namespace, timed: list, flops: dict, gemm: dict[str
         if args.reference is not None and (args.reference, mode, dtype) in medians:
             row["reference"] = args.reference
             row["ratio_to_reference"] = round(row["median_ms"] / medians[args.reference, mode, dtype], 3)
-        int8 = mode.endswith("_int8")  # no int8 GEMM rate is measured: no floor
+        int8 = mode in INT8_MODES  # no int8 GEMM rate is measured: no floor
         row["floor_ms"] = None if int8 else floor_ms(flops[spec, size], batch, gemm[dtype])
         rows.append(row)
     return rows
@@ -357,7 +359,7 @@ def run(args: argparse.Namespace) -> dict:
                 torch._dynamo.reset()
 
     for row in rows:  # floors against the best GEMM rate of their dtype seen in the whole run (none for int8)
-        if not row["mode"].endswith("_int8"):
+        if row["mode"] not in INT8_MODES:
             row["floor_ms"] = floor_ms(flops[row["model"], row["input_size"]], row["batch"], gemm[row["dtype"]])
     gemm = {dtype: float(f"{rate:.4g}") for dtype, rate in gemm.items()}
     command = ["deployment/benchmark.py", *(sys.argv[1:] if args.argv is None else args.argv)]

@@ -46,7 +46,14 @@ from nextvit.export import (
     source_from_args,
     write_sidecar,
 )
-from nextvit.export.quantize import CALIBRATION_METHODS, QUANTIZED_OPS, QuantizeError, quantize_and_check
+from nextvit.export.quantize import (
+    CALIBRATION_METHODS,
+    DEFAULT_KEEP_FP32,
+    QUANTIZED_OPS,
+    QuantizeError,
+    quantize_and_check,
+)
+from nextvit.export.sensitivity import SENSITIVITY_MODES, sensitivity_of_source
 from nextvit.images import ImageFileError, ImageReader, find_images, labelled_images
 from nextvit.preprocess import Preprocessing
 
@@ -87,6 +94,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--quantize-head", action="store_true", help="quantize the classifier too (default: it stays fp32)"
     )
     parser.add_argument(
+        "--keep-fp32",
+        nargs="*",
+        default=None,
+        metavar="GROUP",
+        help="layer groups left in fp32, by stage and block part: stem, stages.<i>.{patch_embed,mhca,e_mhsa,"
+        "projection,mlp,block}, norm (see --sensitivity); recorded in the sidecar. Default: "
+        + " ".join(DEFAULT_KEEP_FP32)
+        + ", the one group that int8 hurt on the demo's model (deployment/README.md); the flag alone: none",
+    )
+    parser.add_argument(
+        "--sensitivity",
+        choices=SENSITIVITY_MODES,
+        default=None,
+        help="write no model: measure on --eval-dir the top-1 drop with each layer group kept in fp32 (keep-fp32) "
+        "or alone in int8 (int8-only), and write the table as JSON to --output (default <stem>_int8_sensitivity.json)",
+    )
+    parser.add_argument(
         "--max-drop",
         type=float,
         default=0.5,
@@ -108,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--eval-dir measures classification accuracy: it does not apply to --features")
     if args.max_drop < 0:
         parser.error(f"--max-drop must be 0 or more, got {args.max_drop}")
+    if args.sensitivity and args.eval_dir is None:
+        parser.error("--sensitivity measures top-1 on labelled images: give --eval-dir")
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -136,22 +162,29 @@ def main(argv: list[str] | None = None) -> int:
                 "see a 0.5-point drop (use 2,000 or more)",
                 file=sys.stderr,
             )
-    output = args.output or Path(default_stem(source.name, source.image_size, args.features) + "_int8.onnx")
+    suffix = "_int8_sensitivity.json" if args.sensitivity else "_int8.onnx"
+    output = args.output or Path(default_stem(source.name, source.image_size, args.features) + suffix)
     prep = source.preprocessing or Preprocessing(source.image_size)  # features: the crop the checks use
     read = ImageReader(prep.array, args.skip_corrupt, args.max_image_pixels)
     print(f"calibration images from {args.calib_dir}" + (f", evaluation on {args.eval_dir}" if samples else ""))
+    options = dict(
+        method=args.calib_method,
+        per_channel=args.per_channel,
+        target=args.target,
+        reduce_range={"auto": None, "on": True, "off": False}[args.reduce_range],
+        ops=args.ops,
+        quantize_head=args.quantize_head,
+        keep_fp32=args.keep_fp32,
+    )
+    if args.sensitivity:
+        return _sensitivity(args, source, output, calib, read, samples, options)
     try:
         record = quantize_and_check(
             source,
             output,
             calib,
             read,
-            method=args.calib_method,
-            per_channel=args.per_channel,
-            target=args.target,
-            reduce_range={"auto": None, "on": True, "off": False}[args.reduce_range],
-            ops=args.ops,
-            quantize_head=args.quantize_head,
+            **options,
             eval_samples=samples,
             max_drop=args.max_drop,
             latency_runs=args.latency_runs,
@@ -169,6 +202,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}", file=sys.stderr)
     write_sidecar(output, record)
     print(f"wrote {output} ({output.stat().st_size / 2**20:.1f} MiB) and {output.name}.json")
+    return EXIT_OK
+
+
+def _sensitivity(args, source, output: Path, calib, read, samples, options: dict) -> int:
+    """--sensitivity: the per-group table (nextvit.export.sensitivity), written as JSON to `output`."""
+    import json
+
+    from nextvit.files import atomic_write_bytes
+
+    try:
+        report = sensitivity_of_source(source, calib, read, samples, mode=args.sensitivity, **options)
+    except ExportError as err:
+        return _error(err.describe(FLAGS), err.exit_code)
+    except (ImageFileError, QuantizeError) as err:
+        return _error(f"{err}; nothing was written")
+    report.update(checkpoint=str(args.checkpoint), calib_dir=str(args.calib_dir), eval_dir=str(args.eval_dir))
+    atomic_write_bytes(output, (json.dumps(report, indent=1) + "\n").encode())
+    print(f"wrote {output}")
     return EXIT_OK
 
 

@@ -43,13 +43,19 @@ __all__ = [
     "fold",
     "flops_or_zero",
     "onnx_artifacts",
+    "INT8_MODES",
     "tensorrt_unavailable",
     "make_timed",
     "prepare_timed",
 ]
 
 # the modes that run an ONNX export of the folded model (`onnx_artifacts`), int8 ones quantized
-ONNX_MODES = ("onnxruntime", "onnxruntime_int8", "openvino", "openvino_int8")
+# int8 modes, with the layer groups their model keeps in fp32: the quantizer's default recipe
+# (None: DEFAULT_KEEP_FP32), or every group in int8 ("_full", to see what the default costs)
+INT8_MODES: dict[str, tuple[str, ...] | None] = {
+    "onnxruntime_int8": None, "onnxruntime_int8_full": (), "openvino_int8": None, "openvino_int8_full": (),
+}  # fmt: skip
+ONNX_MODES = ("onnxruntime", "openvino", *INT8_MODES)
 MODES = ("eager", "folded", "folded_cl", "compile", "cudagraph", "aoti", *ONNX_MODES, "tensorrt")
 DEFAULT_MODES = ("eager", "folded", "folded_cl", "compile", "onnxruntime")
 CUDA_ONLY_MODES = ("cudagraph",)  # and tensorrt, skipped with its reason (`tensorrt_unavailable`)
@@ -299,15 +305,24 @@ def onnx_artifacts(spec: str, model, mode: str, x: torch.Tensor, workdir: Path) 
     files = {"fp32": workdir / f"{tag}.onnx"}
     if not files["fp32"].exists():
         _export_onnx(fold(spec, model), x, files["fp32"])
-    if mode.endswith("_int8"):
+    if mode in INT8_MODES:
         from nextvit.export.quantize import quantize_qdq
 
-        files["int8"] = workdir / f"{tag}_int8.onnx"
-        if not files["int8"].exists():
+        key = int8_artifact(mode)
+        files[key] = workdir / f"{tag}_{key}.onnx"
+        if not files[key].exists():
             gen = torch.Generator().manual_seed(0)
             calib = [torch.randn(x.shape[1:], generator=gen).clamp_(-2.2, 2.7).numpy() for _ in range(2 * x.shape[0])]
-            quantize_qdq(files["fp32"], files["int8"], calib, lambda a: a, calibration_batch=x.shape[0])
+            quantize_qdq(files["fp32"], files[key], calib, lambda a: a, calibration_batch=x.shape[0],
+                         keep_fp32=INT8_MODES[mode])  # fmt: skip
     return files
+
+
+def int8_artifact(mode: str) -> str:
+    """Which of `onnx_artifacts`' files an ONNX mode runs: fp32, int8 (the default recipe) or int8_full."""
+    if mode not in INT8_MODES:
+        return "fp32"
+    return "int8_full" if mode.endswith("_full") else "int8"
 
 
 def _export_onnx(module: torch.nn.Module, x: torch.Tensor, path: Path) -> None:
@@ -381,7 +396,7 @@ def make_timed(spec: str, model, mode: str, dtype: str, x: torch.Tensor, workdir
         return timed
     if mode in ONNX_MODES:
         files = onnx_artifacts(spec, model, mode, x, workdir)
-        path = files["int8" if mode.endswith("_int8") else "fp32"]
+        path = files[int8_artifact(mode)]
         if mode.startswith("openvino"):
             fn, inp = _openvino_fn(path, x, "bf16" if dtype == "bfloat16" else "fp32")
             return Timed(spec, fn, inp)
