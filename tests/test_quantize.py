@@ -149,7 +149,7 @@ def test_accuracy_drop_above_the_limit_fails(import_script, shapes, tiny_checkpo
 
     def worse(*args, **kwargs):
         result = real(*args, **kwargs)
-        result.update(top1_int8=result["top1_fp32"] - 2.0, top1_drop=2.0)
+        result.update(top1_int8=result["top1_fp32"] - 2.0, top1_drop=2.0, top1_drop_interval95=[-1.0, 5.0])
         return result
 
     monkeypatch.setattr(quantize, "evaluate_onnx", worse)
@@ -157,7 +157,9 @@ def test_accuracy_drop_above_the_limit_fails(import_script, shapes, tiny_checkpo
     code = script.main(["--model", "nextvit_tiny", "--checkpoint", str(tiny_checkpoint), "--image-size", "64",
                         "--calib-dir", str(shapes / "train"), "--calib-images", "2", "--eval-dir", str(shapes / "val"),
                         "--max-drop", "0.5", "--latency-runs", "0", "--output", str(output)])  # fmt: skip
-    assert code == 1 and "loses 2.00 points" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert code == 1 and "loses 2.00 points" in printed.err
+    assert "interval is +-3.00 points, more than half the 0.5-point gate" in printed.out  # 20 images see little
     assert not output.exists() and not list(tmp_path.glob(".int8.onnx*"))
 
 

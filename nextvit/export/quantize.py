@@ -477,6 +477,10 @@ def _gated_accuracy(fp32, int8, samples, preprocess: Preprocess, source, max_dro
         f"logit cosine {accuracy['logit_cosine_mean']:.5f}  [{accuracy['images']} images, "
         f"one image = {accuracy['one_image_points']:.2f} points]"
     )
+    half_width = (hi - lo) / 2
+    if max_drop > 0 and half_width > max_drop / 2:
+        log(f"note: the drop's 95% interval is +-{half_width:.2f} points, more than half the {max_drop}-point gate, "
+            "which then passes or fails on the sample as much as on the model: evaluate on more images")  # fmt: skip
     if accuracy["top1_drop"] > max_drop:
         raise ExportError(
             f"int8 loses {accuracy['top1_drop']:.2f} points of top-1, more than the {max_drop} allowed; "
