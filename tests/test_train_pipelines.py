@@ -31,21 +31,22 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def two_orientations(make, root: Path) -> Path:
+    """Three training images landscape (`wide/`) and three portrait (`tall/`), so that keep-ratio
+    resizing meets both orientations."""
+    make(root / "wide", train_images=3, val_images=0, size=(320, 240), seed=1)
+    make(root / "tall", train_images=3, val_images=0, size=(200, 300), seed=2)
+    return root
+
+
 @pytest.fixture(scope="module")
 def coco(tmp_path_factory) -> Path:
-    # two image shapes (landscape and portrait) so keep-ratio resizing meets both orientations
-    root = tmp_path_factory.mktemp("coco_pipelines")
-    make_coco_dataset(root / "wide", train_images=3, val_images=0, size=(320, 240), seed=1)
-    make_coco_dataset(root / "tall", train_images=3, val_images=0, size=(200, 300), seed=2)
-    return root
+    return two_orientations(make_coco_dataset, tmp_path_factory.mktemp("coco_pipelines"))
 
 
 @pytest.fixture(scope="module")
 def ade(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ade_pipelines")
-    make_ade_dataset(root / "wide", train_images=3, val_images=0, size=(320, 240), seed=1)
-    make_ade_dataset(root / "tall", train_images=3, val_images=0, size=(200, 300), seed=2)
-    return root
+    return two_orientations(make_ade_dataset, tmp_path_factory.mktemp("ade_pipelines"))
 
 
 def train_dataset(config: Path, data_root: Path, scope: str, **overrides):
