@@ -171,6 +171,30 @@ def test_the_original_readme_command_runs_with_every_default(main_module, shapes
     assert rows[0]["lr"] == pytest.approx(1e-6) and rows[1]["lr"] == pytest.approx(1e-6 + (peak - 1e-6) / 20)
 
 
+def test_the_default_schedule_loss_and_mixup_are_the_recipes(main_module, parse_args):
+    """What the parser's defaults build, over a whole 300-epoch run: a 5-epoch warm-up from 1e-6 to
+    5e-4 x 64/512, a cosine that ends at --min-lr 1e-5, mixup 0.8 / cutmix 1.0 with label smoothing
+    0.1 carried by the mixed targets (so a soft-target loss)."""
+    from timm.loss import SoftTargetCrossEntropy
+
+    args = parse_args()
+    args.rank, args.world_size, args.distributed = 0, 1, False
+    model = nextvit.create_model("nextvit_tiny", num_classes=10)
+    training = main_module.build_training(args, main_module.Run(torch.device("cpu"), None, None), model, 10)
+    assert isinstance(training.criterion, SoftTargetCrossEntropy) and training.model_ema is None
+    mixup = training.mixup_fn
+    assert (mixup.mixup_alpha, mixup.cutmix_alpha, mixup.label_smoothing, mixup.mode) == (0.8, 1.0, 0.1, "batch")
+
+    def lr_at(epoch: int) -> float:
+        training.lr_scheduler.step(epoch)
+        return training.optimizer.param_groups[0]["lr"]
+
+    peak = 5e-4 * 64 / 512
+    assert lr_at(0) == pytest.approx(1e-6) and lr_at(5) == pytest.approx(peak, rel=1e-3)
+    assert lr_at(150) < peak and lr_at(299) == pytest.approx(1e-5, rel=1e-2)
+    assert all(lr_at(e) >= lr_at(e + 1) for e in range(5, 299, 7))
+
+
 @pytest.mark.slow
 def test_two_processes_over_gloo(shapes, tmp_path):
     out = tmp_path / "ddp"
