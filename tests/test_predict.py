@@ -201,7 +201,10 @@ def test_int8_recipes_and_their_graph_statistics(run_folder, shapes, tmp_path):
         graph = record["int8_graph"]
         assert graph["int8_nodes"] > 0 and graph["nodes"] == sum(graph["op_types"].values()), ops
         assert record["quantization"]["quantized_ops"] == ops
-        (head,) = record["quantization"]["fp32_nodes_kept"]  # the classifier stays fp32 by default
+        kept = record["quantization"]["fp32_nodes_kept"]  # the classifier and the last stage's E-MHSA
+        (head,) = [n for n in kept if n.startswith("/head/")]
+        assert record["quantization"]["fp32_groups"] == ["stages.3.e_mhsa"]
+        assert all(n.startswith(("/head/", "/stages/stages.3/")) and "/e_mhsa/" in n or n == head for n in kept)
         model = onnx.load(str(tmp_path / f"{ops}.onnx"))
         node = next(n for n in model.graph.node if n.name == head)
         producers = {o: n.op_type for n in model.graph.node for o in n.output}
