@@ -53,10 +53,10 @@ PY
 echo
 echo "== 4/5 int8: quantizing the best checkpoint (static QDQ ONNX), gated against fp32 on 10,000 new images =="
 # A separate generated set (another seed than the training data): 10,000 images, so that the 95%
-# interval of the drop is about +-0.2 points and the 0.5-point gate sees what it guards. (On 2,000
-# images the same model and int8 file read a drop of 0.45 points, on 10,000 of 0.06: the rest was
-# the sample.) The default recipe keeps the last stage's E-MHSA in fp32, the one layer group whose
-# int8 error moved the result (deployment/README.md#which-layers-int8-hurts).
+# interval of the drop is about +-0.2 points and the 0.5-point gate sees what it guards. (The demo's
+# model with every layer in int8 lost 0.45 points on the 2,000 images used before, 0.06 on 10,000:
+# the rest was the sample.) The default recipe keeps the last stage's E-MHSA in fp32, the one layer
+# group whose int8 error moved the result (deployment/README.md#which-layers-int8-hurts).
 if [ ! -d "$EVAL/val" ]; then
     $PY -m nextvit.synthetic classification --output "$EVAL" --num-classes 10 --train-per-class 0 \
         --val-per-class 1000 --size 64 --seed 1
