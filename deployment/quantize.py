@@ -124,9 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Flag values that cannot work: argparse's one-line error and exit code 2, before any work."""
     check_source_args(parser, args)
     if args.calib_images < 1:
         parser.error(f"--calib-images must be at least 1, got {args.calib_images}")
@@ -136,6 +135,25 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--max-drop must be 0 or more, got {args.max_drop}")
     if args.sensitivity and args.eval_dir is None:
         parser.error("--sensitivity measures top-1 on labelled images: give --eval-dir")
+
+
+def quantize_options(args: argparse.Namespace) -> dict:
+    """The recipe the flags ask for, as `quantize_qdq`'s keyword arguments."""
+    return dict(
+        method=args.calib_method,
+        per_channel=args.per_channel,
+        target=args.target,
+        reduce_range={"auto": None, "on": True, "off": False}[args.reduce_range],
+        ops=args.ops,
+        quantize_head=args.quantize_head,
+        keep_fp32=args.keep_fp32,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -169,15 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     prep = source.preprocessing or Preprocessing(source.image_size)  # features: the crop the checks use
     read = ImageReader(prep.array, args.skip_corrupt, args.max_image_pixels)
     print(f"calibration images from {args.calib_dir}" + (f", evaluation on {args.eval_dir}" if samples else ""))
-    options = dict(
-        method=args.calib_method,
-        per_channel=args.per_channel,
-        target=args.target,
-        reduce_range={"auto": None, "on": True, "off": False}[args.reduce_range],
-        ops=args.ops,
-        quantize_head=args.quantize_head,
-        keep_fp32=args.keep_fp32,
-    )
+    options = quantize_options(args)
     if args.sensitivity:
         return _sensitivity(args, source, output, calib, read, samples, options)
     try:

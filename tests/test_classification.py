@@ -465,10 +465,13 @@ SCAN_SCRIPT = """\
 import importlib.util, json, sys
 import torch.distributed as dist
 from torchvision import datasets
-sys.path.insert(0, sys.argv[1])  # its siblings (augment.py), as when main.py runs
-spec = importlib.util.spec_from_file_location("imagefolder", sys.argv[1] + "/imagefolder.py")
-imagefolder = importlib.util.module_from_spec(spec)  # a task-folder script, loaded by its path
-spec.loader.exec_module(imagefolder)
+def load(name):  # a task-folder script, loaded by its path under the name its siblings import it by
+    spec = importlib.util.spec_from_file_location(name, f"{sys.argv[1]}/{name}.py")
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+load("augment")  # imagefolder.py imports it
+imagefolder = load("imagefolder")
 decoded, readable = [], imagefolder._readable
 imagefolder._readable = lambda path: decoded.append(path) or readable(path)
 dist.init_process_group("gloo")
